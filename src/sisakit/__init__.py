@@ -1,0 +1,59 @@
+"""sisakit: machine unlearning for recommender systems.
+
+The public API: :class:`SISA` (exact unlearning), the data container :class:`Interactions`,
+the five pluggable interfaces (:class:`Sharder`, :class:`ShardModel`, :class:`Aggregator`,
+:class:`Unlearner`, :class:`Attacker`), the plugin registry (:mod:`sisakit.plugins`,
+:data:`hookimpl`) and the errors.
+"""
+
+from . import datasets, metrics, plugins, split
+from ._version import __version__
+from .aggregators.base import Aggregator
+from .attackers.base import AttackResult, Attacker
+from .data import Interactions
+from .engine import SISA
+from .errors import (
+    CheckpointError,
+    DataError,
+    PluginError,
+    SisakitError,
+    UnknownIdError,
+    ValidationError,
+)
+from .hookspecs import hookimpl
+from .models.base import ShardModel
+from .sharders.base import Sharder
+from .unlearners.base import (
+    AttributeRequest,
+    ForgetReport,
+    ForgetRequest,
+    Unlearner,
+    UnlearnResult,
+)
+
+__all__ = [
+    "SISA",
+    "AttackResult",
+    "Attacker",
+    "Aggregator",
+    "AttributeRequest",
+    "CheckpointError",
+    "DataError",
+    "ForgetReport",
+    "ForgetRequest",
+    "Interactions",
+    "PluginError",
+    "ShardModel",
+    "Sharder",
+    "SisakitError",
+    "UnknownIdError",
+    "UnlearnResult",
+    "Unlearner",
+    "ValidationError",
+    "__version__",
+    "datasets",
+    "hookimpl",
+    "metrics",
+    "plugins",
+    "split",
+]

@@ -1,0 +1,40 @@
+"""A small base class shared by every pluggable component (scikit-learn style parameters)."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, ClassVar
+
+
+class Component:
+    """Gives a component scikit-learn style ``get_params`` / ``clone`` and a readable repr.
+
+    Constructor arguments must be stored as attributes of the same name; that makes every
+    component rebuildable from its config (which the run manifest records).
+    """
+
+    #: Registered plugin name, filled in by the registry.
+    plugin_name: ClassVar[str | None] = None
+
+    @classmethod
+    def _param_names(cls) -> list[str]:
+        sig = inspect.signature(cls.__init__)
+        return [
+            p.name
+            for p in sig.parameters.values()
+            if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        ]
+
+    def get_params(self) -> dict[str, Any]:
+        """Constructor arguments of this component, as a dict."""
+        return {name: getattr(self, name) for name in self._param_names()}
+
+    def clone(self, **overrides: Any) -> Any:
+        """A fresh, unfitted copy with the same (or overridden) parameters."""
+        params = self.get_params()
+        params.update(overrides)
+        return type(self)(**params)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({args})"

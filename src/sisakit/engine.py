@@ -1,0 +1,759 @@
+"""The exact SISA engine: Sharded, Isolated, Sliced, Aggregated training (Bourtoule et al., 2021).
+
+How exactness holds
+-------------------
+* Every record's (shard, slice) is drawn once, at fit time, from a seeded hash of its sharding
+  unit, stored in the run, and never recomputed.
+* Shard ``s`` trains slice stage ``r`` on the records of slices ``0..r`` for
+  ``stage_epochs`` epochs; all randomness of epoch ``e`` comes from a generator seeded with
+  ``derive_seed(seed, s, r, e)``, and initialisation from ``derive_seed(seed, s)``.
+* A checkpoint (parameters and optimizer state) is saved after every stage. Deleting a record in
+  slice ``r`` of shard ``s`` restores the checkpoint of stage ``r - 1`` and re-runs stages
+  ``r..R-1`` on the remaining records, which is exactly what a scratch fit would have computed.
+* Forgetting an item changes the negative-sampling pool of every shard, so every shard restarts
+  from slice 0.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import secrets
+import shutil
+import tempfile
+import time
+import weakref
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from . import plugins
+from ._device import resolve_device, torch_threads
+from ._hashing import bucket, salted_digest
+from ._rng import derive_seed
+from ._version import __version__
+from .aggregators.base import Aggregator
+from .data import Interactions
+from .errors import CheckpointError, UnknownIdError, ValidationError
+from .models.base import ShardModel
+from .sharders.base import Sharder
+from .store import FORMAT_VERSION, RunStore
+from .unlearners.base import ForgetReport, ForgetRequest
+
+__all__ = ["SISA"]
+
+logger = logging.getLogger(__name__)
+
+_UNSCORED_OFFSET = 1.0e6  # unscored items rank below every aggregated score, by popularity
+
+
+def stage_epochs(epochs: int, n_slices: int) -> int:
+    """Epochs per slice stage: ``2·epochs/(R+1)``, so a shard sees ``epochs`` passes in total."""
+    return max(1, round(2 * epochs / (n_slices + 1)))
+
+
+def _check_int(name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValidationError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+class SISA:
+    """An exact-unlearning recommender ensemble.
+
+    Parameters
+    ----------
+    model, sharder, aggregator : str or component instance
+        Registered plugin names (see ``sisakit plugins``) or instances.
+    n_shards, n_slices : int
+        Shards S and slices R per shard. ``n_shards=1, n_slices=1`` is plain full retraining.
+    epochs : int
+        Passes over each shard's data in total (stage ``r`` trains ``2·epochs/(R+1)`` epochs).
+    seed : int
+        Run seed: the same config, data and seed give the same bits.
+    workdir : path, optional
+        Run directory (manifest, data and checkpoints). Without one the run lives in a private
+        temporary directory removed when the object is garbage collected.
+    model_params, sharder_params, aggregator_params : dict, optional
+        Constructor arguments for components given by name.
+    device : str
+        ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``; applied to models that take a
+        ``device`` parameter.
+    threads_per_shard : int
+        Torch threads while a shard trains; exactness is promised for equal values.
+    progress : bool or None
+        Show progress bars (None: only on a terminal).
+    overwrite : bool
+        Allow :meth:`fit` to replace an existing run in ``workdir``.
+    """
+
+    def __init__(
+        self,
+        model: str | ShardModel = "bpr-mf",
+        sharder: str | Sharder = "random-user",
+        aggregator: str | Aggregator = "mean",
+        n_shards: int = 5,
+        n_slices: int = 4,
+        epochs: int = 20,
+        seed: int = 0,
+        workdir: str | os.PathLike[str] | None = None,
+        *,
+        model_params: dict[str, Any] | None = None,
+        sharder_params: dict[str, Any] | None = None,
+        aggregator_params: dict[str, Any] | None = None,
+        device: str = "auto",
+        threads_per_shard: int = 1,
+        progress: bool | None = None,
+        overwrite: bool = False,
+    ) -> None:
+        self.n_shards = _check_int("n_shards", n_shards, 1)
+        self.n_slices = _check_int("n_slices", n_slices, 1)
+        self.epochs = _check_int("epochs", epochs, 1)
+        self.seed = _check_int("seed", seed, 0)
+        self.threads_per_shard = _check_int("threads_per_shard", threads_per_shard, 1)
+        self.device = resolve_device(device)
+        self.progress = progress
+        self.overwrite = overwrite
+        mparams = dict(model_params or {})
+        if isinstance(model, str) and "device" in plugins.get("model", model)._param_names():
+            mparams.setdefault("device", str(self.device))
+        self._model = plugins.build("model", model, **mparams)
+        self._sharder = plugins.build("sharder", sharder, **(sharder_params or {}))
+        self._aggregator = plugins.build("aggregator", aggregator, **(aggregator_params or {}))
+        self.config = self._make_config()
+        self._tmp = workdir is None
+        if workdir is None:
+            workdir = tempfile.mkdtemp(prefix="sisakit-run-")
+            weakref.finalize(self, shutil.rmtree, workdir, True)
+        self.workdir = Path(workdir)
+        self._store = RunStore(self.workdir)
+        self._fitted = False
+
+    # ------------------------------------------------------------------ configuration
+    def _make_config(self) -> dict[str, Any]:
+        config = {
+            "model": {"name": plugins.name_of("model", self._model),
+                      "params": self._model.get_params()},
+            "sharder": {"name": plugins.name_of("sharder", self._sharder),
+                        "params": self._sharder.get_params()},
+            "aggregator": {"name": plugins.name_of("aggregator", self._aggregator),
+                           "params": self._aggregator.get_params()},
+            "n_shards": self.n_shards,
+            "n_slices": self.n_slices,
+            "epochs": self.epochs,
+            "stage_epochs": stage_epochs(self.epochs, self.n_slices),
+            "seed": self.seed,
+            "threads_per_shard": self.threads_per_shard,
+        }
+        try:
+            json.dumps(config)
+        except TypeError as exc:
+            raise ValidationError(
+                f"component parameters must be JSON values (numbers, strings, lists): {exc}"
+            ) from exc
+        return config
+
+    def _determinism(self) -> dict[str, Any]:
+        return {
+            "device_type": self.device.type,
+            "torch_version": torch.__version__,
+            "threads_per_shard": self.threads_per_shard,
+            "optimizer": f"{type(self._model).__module__}.{type(self._model).__name__}",
+            "cuda_deterministic": self.device.type == "cuda",
+        }
+
+    @property
+    def model(self) -> ShardModel:
+        """The model template (each shard trains a clone)."""
+        return self._model
+
+    @property
+    def sharder(self) -> Sharder:
+        return self._sharder
+
+    @property
+    def aggregator(self) -> Aggregator:
+        return self._aggregator
+
+    @property
+    def shard_models(self) -> list[ShardModel]:
+        """The trained model of every shard."""
+        self._require_fitted()
+        return list(self._models)
+
+    @property
+    def data(self) -> Interactions:
+        """The remaining training data (after every forget so far)."""
+        self._require_fitted()
+        return self._data
+
+    @property
+    def n_users(self) -> int:
+        return self.data.n_users
+
+    @property
+    def n_items(self) -> int:
+        return self.data.n_items
+
+    def _require_fitted(self) -> None:
+        if not self._fitted:
+            raise ValidationError("this SISA model is not fitted yet; call fit(data) first")
+
+    def _bar(self, total: int, desc: str) -> tqdm:
+        return tqdm(total=total, desc=desc, disable=(None if self.progress is None
+                                                     else not self.progress), leave=False)
+
+    # ------------------------------------------------------------------ fitting
+    def fit(
+        self, data: Interactions, *, assignment: Sequence[np.ndarray] | None = None
+    ) -> SISA:
+        """Train every shard, slice by slice, saving a checkpoint after each slice.
+
+        Parameters
+        ----------
+        data : Interactions
+            Training records.
+        assignment : (shard, slice) arrays, optional
+            Use this stored assignment instead of drawing one (the exactness reference for
+            data-dependent sharders).
+
+        Returns
+        -------
+        self
+        """
+        if not isinstance(data, Interactions):
+            raise ValidationError(
+                f"fit() takes sisakit.Interactions, got {type(data).__name__}; build one with "
+                "Interactions.from_arrays(users, items) or a loader in sisakit.datasets"
+            )
+        if len(data) == 0:
+            raise ValidationError("fit() got empty data; pass at least one interaction")
+        if not data.item_active.any():
+            raise ValidationError("every item is inactive; nothing can be recommended")
+        self._prepare_workdir()
+        if assignment is None:
+            shard = np.asarray(self._sharder.assign(data, self.n_shards, seed=self.seed))
+            slice_ = bucket(self._sharder.unit_keys(data), self.n_slices, self.seed, "slice")
+        else:
+            shard, slice_ = (np.asarray(a) for a in assignment)
+        self._validate_assignment(data, shard, slice_)
+        t0, c0 = time.perf_counter(), time.process_time()
+        self._data = data
+        self._shard = shard.astype(np.int64)
+        self._slice = slice_.astype(np.int64)
+        self._salt = secrets.token_hex(16)
+        self._forgotten: dict[str, list[str]] = {"users": [], "items": [], "interactions": []}
+        self._history: list[dict[str, Any]] = []
+        self._generation = 0
+        files: dict[str, str] = {}
+        self._models = []
+        self._ckpt: list[list[str]] = []
+        with self._bar(self.n_shards * self.n_slices, "SISA fit") as bar:
+            for s in range(self.n_shards):
+                model, names = self._train_shard(s, 0, None, data, self._shard, self._slice,
+                                                 files, generation=0, bar=bar)
+                self._models.append(model)
+                self._ckpt.append(names)
+        self._refresh_index()
+        agg_file = self._fit_aggregator(files, generation=0)
+        fit_seconds = time.perf_counter() - t0
+        self._timings = {"fit_seconds": fit_seconds,
+                         "fit_cpu_seconds": time.process_time() - c0}
+        self._commit(files, agg_file)
+        self._fitted = True
+        logger.info("fitted %d shards x %d slices in %.2fs", self.n_shards, self.n_slices,
+                    fit_seconds)
+        return self
+
+    def _prepare_workdir(self) -> None:
+        root = self.workdir
+        if self._store.has_manifest():
+            if not self.overwrite:
+                try:
+                    other = self._store.read_manifest().get("config")
+                except CheckpointError:
+                    other = None
+                what = ("a run with a different config" if other != self.config
+                        else "a run with the same config")
+                raise CheckpointError(
+                    f"{root} already holds {what}; reopen it with SISA.load({str(root)!r}), choose "
+                    "another workdir, or pass overwrite=True to replace it"
+                )
+            (root / "manifest.json").unlink()
+            shutil.rmtree(root / "checkpoints", ignore_errors=True)
+            shutil.rmtree(root / "state", ignore_errors=True)
+        elif root.exists() and (not root.is_dir() or any(root.iterdir())):
+            raise CheckpointError(
+                f"workdir {root} exists and is not an empty directory or a sisakit run; choose an "
+                "empty or new directory"
+            )
+        root.mkdir(parents=True, exist_ok=True)
+
+    def _validate_assignment(self, data: Interactions, shard: np.ndarray, slice_: np.ndarray) -> None:
+        for name, arr, hi in (("shard", shard, self.n_shards), ("slice", slice_, self.n_slices)):
+            if arr.shape != (len(data),) or arr.dtype.kind not in "iu":
+                raise ValidationError(
+                    f"the {name} assignment must be an integer array with one entry per record "
+                    f"({len(data)}), got {arr.dtype} {arr.shape}"
+                )
+            if len(arr) and (arr.min() < 0 or arr.max() >= hi):
+                raise ValidationError(f"{name} ids must lie in [0, {hi}), got [{arr.min()}, "
+                                      f"{arr.max()}]")
+        sizes = np.bincount(shard, minlength=self.n_shards)
+        if (sizes == 0).any():
+            raise ValidationError(
+                f"shard(s) {np.flatnonzero(sizes == 0).tolist()} received no records; use fewer "
+                f"shards (n_shards={self.n_shards}) or a balanced sharder"
+            )
+
+    def _stage_seeds(self, s: int, r: int) -> list[int]:
+        return [derive_seed(self.seed, s, r, e) for e in range(self.config["stage_epochs"])]
+
+    def _train_shard(
+        self,
+        s: int,
+        start: int,
+        state: dict[str, torch.Tensor] | None,
+        data: Interactions,
+        shard: np.ndarray,
+        slice_: np.ndarray,
+        files: dict[str, str],
+        *,
+        generation: int,
+        bar: tqdm | None = None,
+    ) -> tuple[ShardModel, list[str]]:
+        """Train shard ``s`` from stage ``start`` (from ``state``, the checkpoint of stage
+        ``start - 1``), saving a checkpoint after each stage."""
+        model = self._model.clone()
+        names: list[str] = []
+        in_shard = shard == s
+        with torch_threads(self.threads_per_shard):
+            model.setup(data, seed=derive_seed(self.seed, s))
+            if state is not None:
+                model.load_state_dict(state)
+            for r in range(start, self.n_slices):
+                stage = data.take(np.flatnonzero(in_shard & (slice_ <= r)))
+                model.partial_fit(stage, epoch_seeds=self._stage_seeds(s, r))
+                name = f"checkpoints/shard-{s:04d}/slice-{r:04d}.g{generation}.pt"
+                files[name] = self._store.save_tensors(name, model.state_dict())
+                names.append(name)
+                if bar is not None:
+                    bar.update(1)
+        return model, names
+
+    def _fit_aggregator(self, files: dict[str, str], generation: int) -> str | None:
+        if not self._aggregator.requires_fit:
+            return None
+        with torch_threads(self.threads_per_shard):
+            self._aggregator.fit(self, self._data)
+        name = f"state/aggregator.g{generation}.pt"
+        files[name] = self._store.save_tensors(name, self._aggregator.state_dict())
+        return name
+
+    def _refresh_index(self) -> None:
+        """Derived lookup tables: records per (shard, user), items seen per shard, popularity."""
+        d, S = self._data, self.n_shards
+        self._counts = torch.from_numpy(
+            np.bincount(self._shard * d.n_users + d.user_idx, minlength=S * d.n_users)
+            .reshape(S, d.n_users).astype(np.float32)
+        )
+        self._item_seen = torch.from_numpy(
+            np.bincount(self._shard * d.n_items + d.item_idx, minlength=S * d.n_items)
+            .reshape(S, d.n_items) > 0
+        )
+        pop = d.item_counts().astype(np.float64)
+        self._popularity = torch.from_numpy(pop / (pop.max() + 1.0))
+        self._seen_csr = d.to_csr()
+
+    def _commit(self, files: dict[str, str], agg_file: str | None) -> None:
+        """Write the data file and swap the manifest (the atomic commit point)."""
+        data_name = f"state/data.g{self._generation}.npz"
+        arrays = self._data.to_state()
+        arrays["assign:shard"] = self._shard
+        arrays["assign:slice"] = self._slice
+        files[data_name] = self._store.save_arrays(data_name, arrays)
+        listed = {n for names in self._ckpt for n in names} | {data_name}
+        if agg_file:
+            listed.add(agg_file)
+        files = {k: v for k, v in files.items() if k in listed}
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "library": {"sisakit": __version__, "torch": torch.__version__,
+                        "numpy": np.__version__, "python": platform.python_version()},
+            "config": self.config,
+            "seed": self.seed,
+            "determinism": self._determinism(),
+            "generation": self._generation,
+            "data_file": data_name,
+            "checkpoints": self._ckpt,
+            "aggregator_file": agg_file,
+            "files": dict(sorted(files.items())),
+            "forgotten": {"salt": self._salt, **self._forgotten},
+            "history": self._history,
+            "timings": self._timings,
+        }
+        self._store.write_manifest(manifest)
+        self._files = manifest["files"]
+        self._store.remove_unlisted(self._files)
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def load(cls, workdir: str | os.PathLike[str], *, device: str = "auto",
+             progress: bool | None = None) -> SISA:
+        """Reopen a saved run: verify every checksum, then restore data, shards and aggregator.
+
+        Raises
+        ------
+        CheckpointError
+            If the directory is missing, incomplete, tampered with, or from a newer format.
+        """
+        store = RunStore(workdir)
+        manifest = store.read_manifest()
+        try:
+            cfg = manifest["config"]
+            files = manifest["files"]
+            self = cls(
+                model=cfg["model"]["name"], sharder=cfg["sharder"]["name"],
+                aggregator=cfg["aggregator"]["name"], n_shards=cfg["n_shards"],
+                n_slices=cfg["n_slices"], epochs=cfg["epochs"], seed=cfg["seed"],
+                workdir=workdir, model_params=cfg["model"]["params"],
+                sharder_params=cfg["sharder"]["params"],
+                aggregator_params=cfg["aggregator"]["params"], device=device,
+                threads_per_shard=cfg["threads_per_shard"], progress=progress,
+            )
+        except (KeyError, TypeError) as exc:
+            raise CheckpointError(f"{store.root}/manifest.json lacks {exc}; it is damaged") from exc
+        det = manifest.get("determinism", {})
+        now = self._determinism()
+        for key in ("device_type", "torch_version", "threads_per_shard"):
+            if det.get(key) != now[key]:
+                logger.warning(
+                    "run was saved with %s=%r but now %s=%r: later forgets are exact only under "
+                    "equal values", key, det.get(key), key, now[key])
+        arrays = store.load_arrays(manifest["data_file"], files.get(manifest["data_file"]))
+        self._shard = arrays.pop("assign:shard")
+        self._slice = arrays.pop("assign:slice")
+        self._data = Interactions.from_state(arrays)
+        self._ckpt = manifest["checkpoints"]
+        if len(self._ckpt) != self.n_shards or any(len(c) != self.n_slices for c in self._ckpt):
+            raise CheckpointError(f"{store.root}: checkpoint list does not match the config")
+        for name in files:  # verify every listed file, not only the ones used below
+            store.read(name, files[name])
+        self._models = []
+        for s in range(self.n_shards):
+            model = self._model.clone()
+            model.setup(self._data, seed=derive_seed(self.seed, s))
+            model.load_state_dict(store.load_tensors(self._ckpt[s][-1], files[self._ckpt[s][-1]]))
+            self._models.append(model)
+        agg_file = manifest.get("aggregator_file")
+        if agg_file:
+            self._aggregator.load_state_dict(store.load_tensors(agg_file, files[agg_file]))
+        forgotten = dict(manifest["forgotten"])
+        self._salt = forgotten.pop("salt")
+        self._forgotten = forgotten
+        self._history = manifest.get("history", [])
+        self._timings = manifest.get("timings", {})
+        self._generation = int(manifest["generation"])
+        self._files = files
+        self._refresh_index()
+        self._fitted = True
+        return self
+
+    # ------------------------------------------------------------------ forgetting
+    def forget(
+        self,
+        users: Iterable[Any] | None = None,
+        interactions: Iterable[tuple[Any, Any]] | None = None,
+        items: Iterable[Any] | None = None,
+    ) -> ForgetReport:
+        """Exactly unlearn users, (user, item) interactions and/or items (raw ids).
+
+        The ids of one call are applied as one batch, all or nothing: only the affected shards
+        are retrained from their last clean checkpoint, the aggregator is refitted if it was
+        fitted on data, and the run directory is updated atomically.
+
+        Raises
+        ------
+        UnknownIdError
+            If any id is unknown (nothing is deleted).
+        """
+        from .unlearners.sisa import SisaUnlearner
+
+        request = ForgetRequest(users=users, interactions=interactions, items=items)
+        return SisaUnlearner().unlearn(self, request).report
+
+    def _forget_request(self, request: ForgetRequest) -> ForgetReport:
+        self._require_fitted()
+        if request.is_empty():
+            raise ValidationError("empty forget request; pass users=, interactions= or items=")
+        t0, c0 = time.perf_counter(), time.process_time()
+        data = self._data
+        req = data.resolve(users=request.users, interactions=request.interactions,
+                           items=request.items)
+        forgotten = {k: set(v) for k, v in self._forgotten.items()}
+        digest = (lambda kind, v: salted_digest(v, f"{self._salt}:{kind}"))  # noqa: E731
+        noop = {"users": 0, "items": 0, "interactions": 0}
+        new_hashes: dict[str, list[str]] = {"users": [], "items": [], "interactions": []}
+        # Users: a user with no records left is a no-op only if they were forgotten before.
+        user_counts = np.bincount(data.user_idx, minlength=data.n_users)
+        for raw, idx in zip(request.users, req.users, strict=True):
+            h = digest("users", raw)
+            if user_counts[idx] == 0 and h in forgotten["users"]:
+                noop["users"] += 1
+            elif h not in forgotten["users"]:
+                new_hashes["users"].append(h)
+        for raw, idx in zip(request.items, req.items, strict=True):
+            h = digest("items", raw)
+            if not data.item_active[idx]:
+                noop["items"] += 1
+            elif h not in forgotten["items"]:
+                new_hashes["items"].append(h)
+        never_seen = []
+        for k, pair in enumerate(request.interactions):
+            h = digest("interactions", tuple(pair))
+            if req.pair_found[k]:
+                new_hashes["interactions"].append(h)
+            elif (h in forgotten["interactions"] or digest("users", pair[0]) in forgotten["users"]
+                  or not data.item_active[req.pair_items[k]]):
+                noop["interactions"] += 1
+            else:
+                never_seen.append(tuple(pair))
+        if never_seen:
+            raise UnknownIdError(
+                "interaction", never_seen,
+                "these (user, item) pairs are not in the training data and were never forgotten; "
+                "nothing was deleted — remove them from the request",
+            )
+        newly_inactive = req.items[data.item_active[req.items]]
+        remove = req.remove
+        report = ForgetReport(records_removed=int(remove.sum()),
+                              already_forgotten={k: v for k, v in noop.items() if v})
+        if not remove.any() and len(newly_inactive) == 0:
+            self._remember(new_hashes)
+            report.seconds = time.perf_counter() - t0
+            report.cpu_seconds = time.process_time() - c0
+            self._log_request(request, report)
+            logger.info("forget request was a no-op: %s", report.already_forgotten)
+            return report
+        # Earliest affected slice per shard.
+        earliest: dict[int, int] = {}
+        if len(newly_inactive):
+            earliest = dict.fromkeys(range(self.n_shards), 0)
+        else:
+            hit_shards, hit_slices = self._shard[remove], self._slice[remove]
+            first = np.full(self.n_shards, self.n_slices, dtype=np.int64)
+            np.minimum.at(first, hit_shards, hit_slices)
+            earliest = {int(s): int(first[s]) for s in np.flatnonzero(first < self.n_slices)}
+        keep = ~remove
+        new_data = data.take(keep)
+        if len(newly_inactive):
+            active = data.item_active.copy()
+            active[newly_inactive] = False
+            new_data = new_data.replace(item_active=active)
+        new_shard, new_slice = self._shard[keep], self._slice[keep]
+        if len(new_data) == 0 or (np.bincount(new_shard, minlength=self.n_shards) == 0).any():
+            empty = np.flatnonzero(np.bincount(new_shard, minlength=self.n_shards) == 0).tolist()
+            raise ValidationError(
+                f"this forget would leave shard(s) {empty} without data; nothing was deleted. "
+                "Re-fit with fewer shards on the remaining data (data.without(...))"
+            )
+        generation = self._generation + 1
+        files = dict(self._files)
+        new_models = list(self._models)
+        new_ckpt = [list(c) for c in self._ckpt]
+        stage_work = self._stage_work(new_shard, new_slice)
+        try:
+            with self._bar(sum(self.n_slices - r for r in earliest.values()), "SISA forget") as bar:
+                for s, r in sorted(earliest.items()):
+                    state = None
+                    if r > 0:
+                        prev = self._ckpt[s][r - 1]
+                        state = self._store.load_tensors(prev, self._files[prev])
+                    model, names = self._train_shard(s, r, state, new_data, new_shard, new_slice,
+                                                     files, generation=generation, bar=bar)
+                    new_models[s] = model
+                    new_ckpt[s][r:] = names
+            old = (self._data, self._shard, self._slice, self._models, self._ckpt)
+            self._data, self._shard, self._slice = new_data, new_shard, new_slice
+            self._models, self._ckpt = new_models, new_ckpt
+            self._refresh_index()
+            ta = time.perf_counter()
+            agg_file = self._fit_aggregator(files, generation)
+            report.aggregator_seconds = time.perf_counter() - ta
+        except BaseException:
+            if "old" in locals():
+                self._data, self._shard, self._slice, self._models, self._ckpt = old
+                self._refresh_index()
+            self._store.remove_unlisted(self._files)  # drop staged checkpoints
+            raise
+        self._generation = generation
+        self._remember(new_hashes)
+        report.shards_retrained = sorted(earliest)
+        report.earliest_slice = dict(sorted(earliest.items()))
+        report.slices_retrained = sum(self.n_slices - r for r in earliest.values())
+        report.parameters_retrained = sum(new_models[s].n_parameters() for s in earliest)
+        total = stage_work.sum()
+        redo = sum(stage_work[s, r:].sum() for s, r in earliest.items())
+        report.work_fraction = float(redo / total) if total else 0.0
+        self._log_request(request, report, commit=False)
+        report.cpu_seconds = time.process_time() - c0
+        report.seconds = time.perf_counter() - t0
+        self._history[-1]["report"] = report.as_dict()
+        self._commit(files, agg_file)
+        report.seconds = time.perf_counter() - t0
+        report.cpu_seconds = time.process_time() - c0
+        logger.info("forgot %d records: retrained shards %s in %.2fs", report.records_removed,
+                    report.shards_retrained, report.seconds)
+        return report
+
+    def _stage_work(self, shard: np.ndarray, slice_: np.ndarray) -> np.ndarray:
+        """Records × epochs of every (shard, stage): stage r trains on slices 0..r."""
+        per = np.bincount(shard * self.n_slices + slice_, minlength=self.n_shards * self.n_slices)
+        cum = np.cumsum(per.reshape(self.n_shards, self.n_slices), axis=1)
+        return cum * self.config["stage_epochs"]
+
+    def _remember(self, new_hashes: dict[str, list[str]]) -> None:
+        for kind, hashes in new_hashes.items():
+            seen = set(self._forgotten[kind])
+            self._forgotten[kind] = self._forgotten[kind] + [h for h in hashes if h not in seen]
+
+    def _log_request(self, request: ForgetRequest, report: ForgetReport, *,
+                     commit: bool = True) -> None:
+        self._history.append({
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "n_users": len(request.users), "n_interactions": len(request.interactions),
+            "n_items": len(request.items), "report": report.as_dict(),
+        })
+        if commit:
+            self._commit(dict(self._files), self._agg_file())
+
+    def _agg_file(self) -> str | None:
+        return next((n for n in self._files if n.startswith("state/aggregator.")), None)
+
+    # ------------------------------------------------------------------ scoring
+    def _user_index(self, users: Iterable[Any]) -> np.ndarray:
+        raw = np.asarray(list(users) if not isinstance(users, np.ndarray) else users)
+        if raw.ndim != 1:
+            raise ValidationError(f"users must be a 1-D list of raw ids, got shape {raw.shape}")
+        if len(raw) == 0:
+            raise ValidationError("users is empty; pass at least one raw user id")
+        return self._data.user_map.index(raw, "user")
+
+    def scores(self, user_idx: np.ndarray) -> torch.Tensor:
+        """Ranking scores ``(len(user_idx), n_items)`` (float64) for user *indices*.
+
+        Items that no shard trained on for the user rank below all scored items, ordered by
+        popularity; a user no shard trained on gets pure popularity; inactive items get -inf.
+        """
+        self._require_fitted()
+        u = np.asarray(user_idx, dtype=np.int64)
+        counts = self._counts[:, u]
+        agg = self._aggregator
+        with torch_threads(self.threads_per_shard):
+            if type(agg).aggregate is Aggregator.aggregate:
+                num, den = self._linear_aggregate(u, counts)
+                scored = den > 0
+                agg_scores = num / torch.where(scored, den, torch.ones_like(den))
+            else:
+                stack = torch.stack([m.scores(u).to(torch.float64).cpu() for m in self._models])
+                mask = (counts > 0)[:, :, None] & self._item_seen[:, None, :]
+                agg_scores, scored = agg.aggregate(stack, mask, counts)
+                agg_scores = agg_scores.to(torch.float64)
+        out = torch.where(scored, agg_scores, self._popularity[None, :] - _UNSCORED_OFFSET)
+        inactive = torch.from_numpy(~self._data.item_active)
+        return out.masked_fill_(inactive[None, :], -torch.inf)
+
+    def _linear_aggregate(self, u: np.ndarray, counts: torch.Tensor
+                          ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Weighted mean over shards, computing each shard's scores only for its own users."""
+        w = self._aggregator.weights(counts).to(torch.float64)
+        w = torch.where(counts > 0, w, torch.zeros_like(w))
+        num = torch.zeros(len(u), self.n_items, dtype=torch.float64)
+        den = torch.zeros(len(u), self.n_items, dtype=torch.float64)
+        for s, model in enumerate(self._models):  # one iteration per shard
+            rows = torch.nonzero(w[s] > 0).flatten()
+            if len(rows) == 0:
+                continue
+            seen = self._item_seen[s].to(torch.float64)
+            ws = w[s, rows][:, None] * seen[None, :]
+            sc = model.scores(u[rows.numpy()]).to(torch.float64).cpu()
+            num[rows] += ws * sc
+            den[rows] += ws
+        return num, den
+
+    def recommend(self, users: Iterable[Any], k: int = 10, *, exclude_seen: bool = True,
+                  batch_size: int = 1024) -> np.ndarray:
+        """Top-``k`` raw item ids for each user, best first, in the order of ``users``.
+
+        Works for every known user, including one with no training data left (popularity
+        fallback). Training items are excluded unless ``exclude_seen=False``; forgotten items
+        are never recommended.
+        """
+        self._require_fitted()
+        k = _check_int("k", k, 1)
+        n_ok = int(self._data.item_active.sum())
+        if k > n_ok:
+            raise ValidationError(f"k={k} exceeds the {n_ok} recommendable items; lower k")
+        u = self._user_index(users)
+        out = np.empty((len(u), k), dtype=np.int64)
+        for start in range(0, len(u), batch_size):
+            ub = u[start:start + batch_size]
+            sc = self.scores(ub)
+            if exclude_seen:
+                rows = self._seen_csr[ub]
+                r_idx = np.repeat(np.arange(len(ub)), np.diff(rows.indptr))
+                sc[torch.from_numpy(r_idx), torch.from_numpy(rows.indices.astype(np.int64))] = (
+                    -torch.inf)
+            out[start:start + len(ub)] = torch.topk(sc, k, dim=1).indices.numpy()
+        return self._data.item_ids[out]
+
+    # ------------------------------------------------------------------ introspection
+    def parameters(self) -> list[dict[str, torch.Tensor]]:
+        """Complete state of every shard model (for exactness checks)."""
+        self._require_fitted()
+        return [m.state_dict() for m in self._models]
+
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        """Forget requests applied to this run (counts and reports only, never raw ids)."""
+        return list(self._history)
+
+    @property
+    def timings(self) -> dict[str, float]:
+        return dict(self._timings)
+
+    def is_forgotten(self, user: Any = None, *, item: Any = None) -> bool:
+        """Whether a raw user (or item) id was forgotten in this run."""
+        self._require_fitted()
+        if (user is None) == (item is None):
+            raise ValidationError("pass exactly one of user= or item=")
+        kind, raw = ("users", user) if item is None else ("items", item)
+        return salted_digest(raw, f"{self._salt}:{kind}") in set(self._forgotten[kind])
+
+    def __repr__(self) -> str:
+        c = self.config
+        return (f"SISA(model={c['model']['name']!r}, sharder={c['sharder']['name']!r}, "
+                f"aggregator={c['aggregator']['name']!r}, n_shards={self.n_shards}, "
+                f"n_slices={self.n_slices}, epochs={self.epochs}, seed={self.seed}, "
+                f"workdir={str(self.workdir)!r})")
+
+
+def parameters_equal(a: SISA, b: SISA) -> tuple[bool, int]:
+    """Compare every tensor of two ensembles bit for bit: ``(all_equal, tensors_compared)``."""
+    pa, pb = a.parameters(), b.parameters()
+    if len(pa) != len(pb):
+        return False, 0
+    n, ok = 0, True
+    for sa, sb in zip(pa, pb, strict=True):
+        if set(sa) != set(sb):
+            return False, n
+        for key in sa:
+            n += 1
+            ok &= bool(sa[key].dtype == sb[key].dtype and torch.equal(sa[key], sb[key]))
+    return ok, n

@@ -1,0 +1,74 @@
+"""The :class:`ShardModel` interface: one model trained on one shard."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from .._rng import epoch_seeds
+from ..base import Component
+from ..errors import ValidationError
+
+
+class ShardModel(Component, ABC):
+    """A model that SISA trains on one shard, slice by slice, from checkpoints.
+
+    Contract
+    --------
+    * :meth:`setup` allocates and initialises every parameter from ``seed`` alone (the same
+      seed gives the same bits), in the id space of ``space`` (an ``Interactions``).
+    * :meth:`partial_fit` trains for ``len(epoch_seeds)`` epochs on ``data`` (the cumulative
+      records of the slices trained so far), drawing all randomness of epoch ``e`` from
+      ``epoch_seeds[e]``; it never looks at data outside ``data`` (apart from
+      ``data.item_active``).
+    * :meth:`state_dict` / :meth:`load_state_dict` round-trip the complete training state
+      (parameters and optimizer) bit for bit, as tensors only, so training slice by slice
+      through checkpoints equals training straight through.
+    * :meth:`scores` returns a ``(len(user_idx), n_items)`` float tensor (larger is better).
+    """
+
+    device: str
+
+    @abstractmethod
+    def setup(self, space: Any, *, seed: int) -> None:
+        """Allocate and initialise parameters for the id space of ``space``."""
+
+    @abstractmethod
+    def partial_fit(self, data: Any, *, epoch_seeds: Sequence[int]) -> None:
+        """Continue training on ``data`` for one epoch per entry of ``epoch_seeds``."""
+
+    @abstractmethod
+    def scores(self, user_idx: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """Score every item for each user index."""
+
+    @abstractmethod
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Complete training state as a flat dict of tensors."""
+
+    @abstractmethod
+    def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
+        """Restore a state produced by :meth:`state_dict`."""
+
+    def user_embeddings(self) -> torch.Tensor | None:
+        """User embedding matrix ``(n_users, d)``, or None for models without one."""
+        return None
+
+    def item_embeddings(self) -> torch.Tensor | None:
+        """Item embedding matrix ``(n_items, d)``, or None for models without one."""
+        return None
+
+    def n_parameters(self) -> int:
+        """Number of trainable scalars (used in forget reports)."""
+        return int(sum(t.numel() for k, t in self.state_dict().items() if not k.startswith("opt.")))
+
+    def fit(self, data: Any, *, epochs: int = 20, seed: int = 0) -> ShardModel:
+        """Train from scratch on ``data`` (convenience for using a model on its own)."""
+        if epochs < 1:
+            raise ValidationError(f"epochs must be >= 1, got {epochs}")
+        self.setup(data, seed=seed)
+        self.partial_fit(data, epoch_seeds=epoch_seeds(seed, (0, 0), epochs))
+        return self

@@ -1,0 +1,116 @@
+"""The :class:`Unlearner` interface, deletion requests and forget reports."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar
+
+from ..base import Component
+from ..errors import ValidationError
+
+
+def _as_tuple(values: Any, what: str) -> tuple:
+    if values is None:
+        return ()
+    if isinstance(values, (str, bytes, int)):
+        raise ValidationError(f"{what} must be a list of ids, e.g. [{values!r}], not a single id")
+    return tuple(tuple(v) if what == "interactions" else v for v in values)
+
+
+@dataclass(frozen=True)
+class ForgetRequest:
+    """Delete users, (user, item) interactions and/or items, by raw id."""
+
+    users: Sequence[Any] = ()
+    interactions: Sequence[tuple[Any, Any]] = ()
+    items: Sequence[Any] = ()
+
+    def __post_init__(self) -> None:
+        for name in ("users", "interactions", "items"):
+            object.__setattr__(self, name, _as_tuple(getattr(self, name), name))
+
+    def is_empty(self) -> bool:
+        return not (self.users or self.interactions or self.items)
+
+
+@dataclass(frozen=True)
+class AttributeRequest:
+    """Make users indistinguishable with respect to a user attribute (attribute unlearning)."""
+
+    attribute: str
+    users: Sequence[Any] | None = None
+
+
+@dataclass
+class ForgetReport:
+    """What a forget did and what it cost.
+
+    Attributes
+    ----------
+    records_removed : int
+        Training records deleted.
+    shards_retrained : list of int
+        Shards retrained from a checkpoint.
+    slices_retrained : int
+        (shard, slice) training stages re-run.
+    parameters_retrained : int
+        Parameters in the retrained shard models.
+    seconds, cpu_seconds : float
+        Wall and CPU time of the whole forget (retraining, aggregator refit, saving).
+    work_fraction : float
+        Retraining work (records × epochs) as a share of training the whole ensemble from scratch.
+    already_forgotten : dict
+        Ids that were forgotten before (a no-op), counted by kind.
+    aggregator_seconds : float
+        Part of ``seconds`` spent refitting the aggregator.
+    earliest_slice : dict
+        Shard -> first slice retrained.
+    """
+
+    records_removed: int = 0
+    shards_retrained: list[int] = field(default_factory=list)
+    slices_retrained: int = 0
+    parameters_retrained: int = 0
+    seconds: float = 0.0
+    cpu_seconds: float = 0.0
+    work_fraction: float = 0.0
+    already_forgotten: dict[str, int] = field(default_factory=dict)
+    aggregator_seconds: float = 0.0
+    earliest_slice: dict[int, int] = field(default_factory=dict)
+
+    @property
+    def noop(self) -> bool:
+        """True when nothing had to be deleted."""
+        return self.records_removed == 0 and not self.shards_retrained
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["earliest_slice"] = {str(k): v for k, v in self.earliest_slice.items()}
+        return d
+
+
+@dataclass
+class UnlearnResult:
+    """The model after unlearning and the report of what it cost."""
+
+    model: Any
+    report: Any
+
+
+class Unlearner(Component, ABC):
+    """Removes the influence of data from a trained model.
+
+    Contract
+    --------
+    * ``unlearn(model, request)`` returns an :class:`UnlearnResult`.
+    * Approximate unlearners (``exact = False``) never modify their input model.
+    * Exact unlearners guarantee the result equals retraining without the data.
+    """
+
+    exact: ClassVar[bool] = False
+
+    @abstractmethod
+    def unlearn(self, model: Any, request: ForgetRequest | AttributeRequest) -> UnlearnResult:
+        """Unlearn ``request`` from ``model``."""

@@ -1,0 +1,44 @@
+"""``sisa``: exact unlearning by retraining the affected shards from their last clean checkpoint."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import ValidationError
+from ..hookspecs import hookimpl
+from .base import AttributeRequest, ForgetRequest, Unlearner, UnlearnResult
+
+
+class SisaUnlearner(Unlearner):
+    """Exact unlearning for :class:`sisakit.SISA` ensembles.
+
+    It updates the ensemble (and its run directory) in place, durably: ``SISA.forget`` is the
+    shorthand for this unlearner. The result equals, bit for bit, a SISA model trained from
+    scratch on the remaining data with the same config and seed.
+    """
+
+    exact = True
+
+    def __init__(self) -> None:
+        pass
+
+    def unlearn(self, model: Any, request: ForgetRequest | AttributeRequest) -> UnlearnResult:
+        from ..engine import SISA
+
+        if not isinstance(model, SISA):
+            raise ValidationError(
+                f"the sisa unlearner works on sisakit.SISA models, got {type(model).__name__}; "
+                "train with sisakit.SISA(...) to get exact unlearning"
+            )
+        if not isinstance(request, ForgetRequest):
+            raise ValidationError(
+                "the sisa unlearner takes a ForgetRequest(users=..., interactions=..., items=...);"
+                " attribute unlearning needs an attribute unlearner such as 'pot-au'"
+            )
+        report = model._forget_request(request)
+        return UnlearnResult(model=model, report=report)
+
+
+@hookimpl
+def register_unlearners(register):
+    register("sisa", SisaUnlearner)
