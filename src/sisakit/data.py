@@ -175,8 +175,10 @@ class Interactions:
             raise ValidationError(f"user_idx out of range [0, {self.n_users})")
         if n and (self.item_idx.min() < 0 or self.item_idx.max() >= self.n_items):
             raise ValidationError(f"item_idx out of range [0, {self.n_items})")
-        if n > 1 and len(np.unique(self.record_id)) != n:
-            raise ValidationError("record_id values must be unique")
+        if n > 1:
+            srt = np.sort(self.record_id)
+            if (srt[1:] == srt[:-1]).any():
+                raise ValidationError("record_id values must be unique")
         active = self.item_active
         active = np.ones(self.n_items, bool) if active is None else np.asarray(active, bool)
         if active.shape != (self.n_items,):

@@ -111,7 +111,7 @@ class BPRMF(ShardModel):
             st[f"opt.v{name}"] = torch.zeros_like(t)
         st["opt.step"] = torch.zeros((), dtype=torch.int64)
         self._state = {k: v.to(dev) for k, v in st.items()}
-        self._n_items = int(space.n_items)
+        self.n_users, self.n_items = int(space.n_users), int(space.n_items)
 
     def _require(self) -> dict[str, torch.Tensor]:
         if self._state is None:
@@ -136,7 +136,7 @@ class BPRMF(ShardModel):
         if len(data) == 0 or not epoch_seeds:
             return
         dev = st["P"].device
-        n_items = self._n_items
+        n_items = self.n_items
         users = torch.from_numpy(np.array(data.user_idx))
         items = torch.from_numpy(np.array(data.item_idx))
         pos_keys = torch.unique(users * n_items + items)  # sorted
@@ -202,7 +202,7 @@ class BPRMF(ShardModel):
                 f"state has {state['P'].shape[1]} factors but this model has {self.factors}"
             )
         self._state = {k: v.to(dev).clone() for k, v in state.items()}
-        self._n_items = int(state["Q"].shape[0])
+        self.n_users, self.n_items = int(state["P"].shape[0]), int(state["Q"].shape[0])
 
     def user_embeddings(self) -> torch.Tensor:
         return self._require()["P"]

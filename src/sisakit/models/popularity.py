@@ -26,6 +26,7 @@ class Popularity(ShardModel):
 
     def setup(self, space: Any, *, seed: int) -> None:
         self._counts = torch.zeros(space.n_items, dtype=torch.float32)
+        self.n_users, self.n_items = int(space.n_users), int(space.n_items)
 
     def partial_fit(self, data: Any, *, epoch_seeds: Sequence[int]) -> None:
         if self._counts is None:
