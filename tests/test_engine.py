@@ -154,7 +154,7 @@ def test_unknown_id_among_valid_deletes_nothing(data, tmp_path):
         model.forget(users=[data.user_ids[0], 987654])
     assert "987654" in str(err.value)
     assert (tmp_path / "run" / "manifest.json").read_bytes() == before
-    assert all(torch.equal(a[k], b[k]) for a, b in zip(params, model.parameters()) for k in a)
+    assert all(torch.equal(a[k], b[k]) for a, b in zip(params, model.parameters(), strict=True) for k in a)
     assert len(model.data) == len(data)
 
 
@@ -175,7 +175,7 @@ def test_already_forgotten_is_a_reported_noop(data):
 def test_never_seen_interaction_is_an_error(data):
     model = make().fit(data)
     u, i = data.user_idx[0], data.item_idx[0]
-    seen = set(zip(data.user_idx.tolist(), data.item_idx.tolist()))
+    seen = set(zip(data.user_idx.tolist(), data.item_idx.tolist(), strict=True))
     j = next(j for j in range(data.n_items) if (u, j) not in seen)
     with pytest.raises(sisakit.UnknownIdError, match="not in the training data"):
         model.forget(interactions=[(data.user_ids[u], data.item_ids[j])])
@@ -228,7 +228,7 @@ def test_recommend_shape_order_and_exclusion(data):
     assert np.array_equal(recs[1], model.recommend([users[1]], k=6)[0])
     seen = set(data.item_ids[data.item_idx[data.user_idx == 5]].tolist())
     assert not seen & set(recs[0].tolist())
-    with pytest.raises(sisakit.UnknownIdError, match="'nobody'|nobody"):
+    with pytest.raises(sisakit.UnknownIdError, match="nobody"):
         model.recommend(["nobody"], k=3)
     with pytest.raises(sisakit.ValidationError, match="exceeds"):
         model.recommend(users, k=data.n_items + 1)

@@ -9,7 +9,7 @@ the five pluggable interfaces (:class:`Sharder`, :class:`ShardModel`, :class:`Ag
 from . import datasets, metrics, plugins, split
 from ._version import __version__
 from .aggregators.base import Aggregator
-from .attackers.base import AttackResult, Attacker
+from .attackers.base import Attacker, AttackResult
 from .data import Interactions
 from .engine import SISA
 from .errors import (
@@ -33,9 +33,9 @@ from .unlearners.base import (
 
 __all__ = [
     "SISA",
+    "Aggregator",
     "AttackResult",
     "Attacker",
-    "Aggregator",
     "AttributeRequest",
     "CheckpointError",
     "DataError",

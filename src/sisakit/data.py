@@ -243,15 +243,14 @@ class Interactions:
             weight=weight,
         )
 
+    _FIELDS = (
+        "user_idx", "item_idx", "user_map", "item_map", "record_id", "rating", "timestamp",
+        "weight", "user_attributes", "item_attributes", "item_active",
+    )
+
     def replace(self, **changes: Any) -> Interactions:
-        """A copy with some fields replaced (the id space is shared)."""
-        fields = {
-            name: getattr(self, name)
-            for name in (
-                "user_idx", "item_idx", "user_map", "item_map", "record_id", "rating",
-                "timestamp", "weight", "user_attributes", "item_attributes", "item_active",
-            )
-        }
+        """A copy with some fields replaced (the id space is shared); the result is validated."""
+        fields = {name: getattr(self, name) for name in self._FIELDS}
         fields.update(changes)
         return Interactions(**fields)
 
@@ -387,15 +386,16 @@ class Interactions:
     def take(self, index: np.ndarray) -> Interactions:
         """Records selected by an integer index or boolean mask, in the same id space."""
         index = np.asarray(index)
-        pick = (lambda a: None if a is None else a[index])  # noqa: E731
-        return self.replace(
-            user_idx=self.user_idx[index],
-            item_idx=self.item_idx[index],
-            record_id=self.record_id[index],
-            rating=pick(self.rating),
-            timestamp=pick(self.timestamp),
-            weight=pick(self.weight),
-        )
+        if index.dtype != bool and index.dtype.kind not in "iu":
+            raise ValidationError(f"take() needs an integer index or a boolean mask, got {index.dtype}")
+        # A subset of validated records is valid: skip re-validation (it dominates on 1M rows).
+        out = object.__new__(Interactions)
+        for name in self._FIELDS:
+            value = getattr(self, name)
+            if name in ("user_idx", "item_idx", "record_id", "rating", "timestamp", "weight"):
+                value = None if value is None else _readonly(value[index])
+            object.__setattr__(out, name, value)
+        return out
 
     def resolve(
         self,

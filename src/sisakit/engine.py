@@ -50,9 +50,6 @@ __all__ = ["SISA"]
 
 logger = logging.getLogger(__name__)
 
-_UNSCORED_OFFSET = 1.0e6  # unscored items rank below every aggregated score, by popularity
-
-
 def stage_epochs(epochs: int, n_slices: int) -> int:
     """Epochs per slice stage: ``2·epochs/(R+1)``, so a shard sees ``epochs`` passes in total."""
     return max(1, round(2 * epochs / (n_slices + 1)))
@@ -237,6 +234,12 @@ class SISA:
         if not data.item_active.any():
             raise ValidationError("every item is inactive; nothing can be recommended")
         self._prepare_workdir()
+        order = np.argsort(data.record_id, kind="stable")
+        if np.any(order != np.arange(len(order))):
+            # Records train in record-id order, so a reloaded run sees the same order.
+            data = data.take(order)
+            if assignment is not None:
+                assignment = [np.asarray(a)[order] for a in assignment]
         if assignment is None:
             shard = np.asarray(self._sharder.assign(data, self.n_shards, seed=self.seed))
             slice_ = bucket(self._sharder.unit_keys(data), self.n_slices, self.seed, "slice")
@@ -265,7 +268,8 @@ class SISA:
         fit_seconds = time.perf_counter() - t0
         self._timings = {"fit_seconds": fit_seconds,
                          "fit_cpu_seconds": time.process_time() - c0}
-        self._commit(files, agg_file)
+        self._data_files = {"space": "", "shards": [""] * self.n_shards}
+        self._commit(files, agg_file, shards=range(self.n_shards), space=True)
         self._fitted = True
         logger.info("fitted %d shards x %d slices in %.2fs", self.n_shards, self.n_slices,
                     fit_seconds)
@@ -368,17 +372,41 @@ class SISA:
             .reshape(S, d.n_items) > 0
         )
         pop = d.item_counts().astype(np.float64)
-        self._popularity = torch.from_numpy(pop / (pop.max() + 1.0))
-        self._seen_csr = d.to_csr()
+        self._popularity = torch.from_numpy(pop / (pop.max() + 1.0)).float()
+        self._seen_csr_cache = None
 
-    def _commit(self, files: dict[str, str], agg_file: str | None) -> None:
-        """Write the data file and swap the manifest (the atomic commit point)."""
-        data_name = f"state/data.g{self._generation}.npz"
-        arrays = self._data.to_state()
-        arrays["assign:shard"] = self._shard
-        arrays["assign:slice"] = self._slice
-        files[data_name] = self._store.save_arrays(data_name, arrays)
-        listed = {n for names in self._ckpt for n in names} | {data_name}
+    @property
+    def _seen_csr(self):
+        if self._seen_csr_cache is None:
+            self._seen_csr_cache = self._data.to_csr()
+        return self._seen_csr_cache
+
+    _RECORD_KEYS = ("user_idx", "item_idx", "record_id", "rating", "timestamp", "weight")
+
+    def _save_data(self, files: dict[str, str], shards: Iterable[int], space: bool) -> None:
+        """Write the id space and the records of the given shards (one file per shard, so a
+        forget rewrites only what it changed)."""
+        g = self._generation
+        state = self._data.to_state()
+        if space:
+            name = f"state/space.g{g}.npz"
+            files[name] = self._store.save_arrays(
+                name, {k: v for k, v in state.items() if k not in self._RECORD_KEYS})
+            self._data_files["space"] = name
+        for s in shards:
+            rows = np.flatnonzero(self._shard == s)
+            arrays = {k: state[k][rows] for k in self._RECORD_KEYS if k in state}
+            arrays["slice"] = self._slice[rows]
+            name = f"state/records-shard-{s:04d}.g{g}.npz"
+            files[name] = self._store.save_arrays(name, arrays)
+            self._data_files["shards"][s] = name
+
+    def _commit(self, files: dict[str, str], agg_file: str | None, *,
+                shards: Iterable[int] = (), space: bool = False) -> None:
+        """Write changed data files, then swap the manifest (the atomic commit point)."""
+        self._save_data(files, shards, space)
+        listed = {n for names in self._ckpt for n in names}
+        listed |= {self._data_files["space"], *self._data_files["shards"]}
         if agg_file:
             listed.add(agg_file)
         files = {k: v for k, v in files.items() if k in listed}
@@ -390,7 +418,7 @@ class SISA:
             "seed": self.seed,
             "determinism": self._determinism(),
             "generation": self._generation,
-            "data_file": data_name,
+            "data_files": self._data_files,
             "checkpoints": self._ckpt,
             "aggregator_file": agg_file,
             "files": dict(sorted(files.items())),
@@ -436,10 +464,19 @@ class SISA:
                 logger.warning(
                     "run was saved with %s=%r but now %s=%r: later forgets are exact only under "
                     "equal values", key, det.get(key), key, now[key])
-        arrays = store.load_arrays(manifest["data_file"], files.get(manifest["data_file"]))
-        self._shard = arrays.pop("assign:shard")
-        self._slice = arrays.pop("assign:slice")
-        self._data = Interactions.from_state(arrays)
+        self._data_files = manifest["data_files"]
+        space = store.load_arrays(self._data_files["space"], files[self._data_files["space"]])
+        parts = [store.load_arrays(n, files[n]) for n in self._data_files["shards"]]
+        if len(parts) != self.n_shards:
+            raise CheckpointError(f"{store.root}: {len(parts)} shard data files for "
+                                  f"{self.n_shards} shards; the manifest is damaged")
+        records = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        shard = np.repeat(np.arange(self.n_shards), [len(p["slice"]) for p in parts])
+        order = np.argsort(records["record_id"], kind="stable")  # canonical record order
+        self._shard = shard[order]
+        self._slice = records.pop("slice")[order]
+        self._data = Interactions.from_state(
+            {**space, **{k: v[order] for k, v in records.items()}})
         self._ckpt = manifest["checkpoints"]
         if len(self._ckpt) != self.n_shards or any(len(c) != self.n_slices for c in self._ckpt):
             raise CheckpointError(f"{store.root}: checkpoint list does not match the config")
@@ -563,12 +600,13 @@ class SISA:
                 f"this forget would leave shard(s) {empty} without data; nothing was deleted. "
                 "Re-fit with fewer shards on the remaining data (data.without(...))"
             )
-        generation = self._generation + 1
         files = dict(self._files)
-        new_models = list(self._models)
-        new_ckpt = [list(c) for c in self._ckpt]
         stage_work = self._stage_work(new_shard, new_slice)
+        snapshot = self._snapshot()
         try:
+            self._generation += 1
+            new_models = list(self._models)
+            new_ckpt = [list(c) for c in self._ckpt]
             with self._bar(sum(self.n_slices - r for r in earliest.values()), "SISA forget") as bar:
                 for s, r in sorted(earliest.items()):
                     state = None
@@ -576,41 +614,52 @@ class SISA:
                         prev = self._ckpt[s][r - 1]
                         state = self._store.load_tensors(prev, self._files[prev])
                     model, names = self._train_shard(s, r, state, new_data, new_shard, new_slice,
-                                                     files, generation=generation, bar=bar)
+                                                     files, generation=self._generation, bar=bar)
                     new_models[s] = model
                     new_ckpt[s][r:] = names
-            old = (self._data, self._shard, self._slice, self._models, self._ckpt)
             self._data, self._shard, self._slice = new_data, new_shard, new_slice
             self._models, self._ckpt = new_models, new_ckpt
             self._refresh_index()
             ta = time.perf_counter()
-            agg_file = self._fit_aggregator(files, generation)
+            agg_file = self._fit_aggregator(files, self._generation)
             report.aggregator_seconds = time.perf_counter() - ta
+            self._remember(new_hashes)
+            report.shards_retrained = sorted(earliest)
+            report.earliest_slice = dict(sorted(earliest.items()))
+            report.slices_retrained = sum(self.n_slices - r for r in earliest.values())
+            report.parameters_retrained = sum(new_models[s].n_parameters() for s in earliest)
+            redo = sum(stage_work[s, r:].sum() for s, r in earliest.items())
+            report.work_fraction = float(redo / stage_work.sum())
+            report.seconds = time.perf_counter() - t0
+            report.cpu_seconds = time.process_time() - c0
+            self._log_request(request, report, commit=False)
+            self._commit(files, agg_file, shards=sorted(earliest), space=len(newly_inactive) > 0)
         except BaseException:
-            if "old" in locals():
-                self._data, self._shard, self._slice, self._models, self._ckpt = old
-                self._refresh_index()
-            self._store.remove_unlisted(self._files)  # drop staged checkpoints
+            # All or nothing: restore the in-memory state and drop the staged files.
+            self._restore(snapshot)
+            self._store.remove_unlisted(self._files)
             raise
-        self._generation = generation
-        self._remember(new_hashes)
-        report.shards_retrained = sorted(earliest)
-        report.earliest_slice = dict(sorted(earliest.items()))
-        report.slices_retrained = sum(self.n_slices - r for r in earliest.values())
-        report.parameters_retrained = sum(new_models[s].n_parameters() for s in earliest)
-        total = stage_work.sum()
-        redo = sum(stage_work[s, r:].sum() for s, r in earliest.items())
-        report.work_fraction = float(redo / total) if total else 0.0
-        self._log_request(request, report, commit=False)
-        report.cpu_seconds = time.process_time() - c0
-        report.seconds = time.perf_counter() - t0
-        self._history[-1]["report"] = report.as_dict()
-        self._commit(files, agg_file)
         report.seconds = time.perf_counter() - t0
         report.cpu_seconds = time.process_time() - c0
         logger.info("forgot %d records: retrained shards %s in %.2fs", report.records_removed,
                     report.shards_retrained, report.seconds)
         return report
+
+    _MUTABLE = ("_data", "_shard", "_slice", "_models", "_ckpt", "_generation", "_forgotten",
+                "_history", "_data_files", "_files")
+
+    def _snapshot(self) -> dict[str, Any]:
+        snap = {name: getattr(self, name) for name in self._MUTABLE}
+        snap["_forgotten"] = {k: list(v) for k, v in self._forgotten.items()}
+        snap["_history"] = list(self._history)
+        snap["_data_files"] = {"space": self._data_files["space"],
+                               "shards": list(self._data_files["shards"])}
+        return snap
+
+    def _restore(self, snap: dict[str, Any]) -> None:
+        for name, value in snap.items():
+            setattr(self, name, value)
+        self._refresh_index()
 
     def _stage_work(self, shard: np.ndarray, slice_: np.ndarray) -> np.ndarray:
         """Records × epochs of every (shard, stage): stage r trains on slices 0..r."""
@@ -646,46 +695,44 @@ class SISA:
         return self._data.user_map.index(raw, "user")
 
     def scores(self, user_idx: np.ndarray) -> torch.Tensor:
-        """Ranking scores ``(len(user_idx), n_items)`` (float64) for user *indices*.
+        """Ranking scores ``(len(user_idx), n_items)`` (float32) for user *indices*.
 
         Items that no shard trained on for the user rank below all scored items, ordered by
-        popularity; a user no shard trained on gets pure popularity; inactive items get -inf.
+        popularity (their key lies in ``[-2e30, -1e30]``); a user no shard trained on gets pure
+        popularity; inactive items get ``-inf``.
         """
         self._require_fitted()
         u = np.asarray(user_idx, dtype=np.int64)
         counts = self._counts[:, u]
         agg = self._aggregator
-        with torch_threads(self.threads_per_shard):
-            if type(agg).aggregate is Aggregator.aggregate:
-                num, den = self._linear_aggregate(u, counts)
-                scored = den > 0
-                agg_scores = num / torch.where(scored, den, torch.ones_like(den))
-            else:
-                stack = torch.stack([m.scores(u).to(torch.float64).cpu() for m in self._models])
-                mask = (counts > 0)[:, :, None] & self._item_seen[:, None, :]
-                agg_scores, scored = agg.aggregate(stack, mask, counts)
-                agg_scores = agg_scores.to(torch.float64)
-        out = torch.where(scored, agg_scores, self._popularity[None, :] - _UNSCORED_OFFSET)
+        if type(agg).aggregate is Aggregator.aggregate:
+            agg_scores, scored = self._linear_aggregate(u, counts)
+        else:
+            stack = torch.stack([m.scores(u).float().cpu() for m in self._models])
+            mask = (counts > 0)[:, :, None] & self._item_seen[:, None, :]
+            agg_scores, scored = agg.aggregate(stack, mask, counts)
+        unscored = (-1.0e30 * (2.0 - self._popularity))[None, :].expand_as(agg_scores)
+        out = torch.where(scored, agg_scores.float(), unscored)
         inactive = torch.from_numpy(~self._data.item_active)
         return out.masked_fill_(inactive[None, :], -torch.inf)
 
     def _linear_aggregate(self, u: np.ndarray, counts: torch.Tensor
                           ) -> tuple[torch.Tensor, torch.Tensor]:
         """Weighted mean over shards, computing each shard's scores only for its own users."""
-        w = self._aggregator.weights(counts).to(torch.float64)
+        w = self._aggregator.weights(counts).float()
         w = torch.where(counts > 0, w, torch.zeros_like(w))
-        num = torch.zeros(len(u), self.n_items, dtype=torch.float64)
-        den = torch.zeros(len(u), self.n_items, dtype=torch.float64)
+        num = torch.zeros(len(u), self.n_items)
+        den = torch.zeros(len(u), self.n_items)
         for s, model in enumerate(self._models):  # one iteration per shard
             rows = torch.nonzero(w[s] > 0).flatten()
             if len(rows) == 0:
                 continue
-            seen = self._item_seen[s].to(torch.float64)
-            ws = w[s, rows][:, None] * seen[None, :]
-            sc = model.scores(u[rows.numpy()]).to(torch.float64).cpu()
-            num[rows] += ws * sc
-            den[rows] += ws
-        return num, den
+            ws = w[s, rows][:, None] * self._item_seen[s].float()[None, :]
+            sc = model.scores(u[rows.numpy()]).float().cpu()
+            num.index_add_(0, rows, sc.mul_(ws))
+            den.index_add_(0, rows, ws)
+        scored = den > 0
+        return num.div_(den.masked_fill_(~scored, 1.0)), scored
 
     def recommend(self, users: Iterable[Any], k: int = 10, *, exclude_seen: bool = True,
                   batch_size: int = 1024) -> np.ndarray:

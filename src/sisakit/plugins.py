@@ -237,9 +237,15 @@ def register_plugin(plugin: object, name: str | None = None) -> str:
     """
     pm = plugin_manager()
     with _lock:
-        registered = pm.register(plugin, name=name)
+        try:
+            registered = pm.register(plugin, name=name)
+        except (ValueError, pluggy.PluginValidationError) as exc:
+            raise PluginError(
+                f"cannot register plugin {name or plugin!r}: {exc}; check the hook names and "
+                "arguments (see sisakit.hookspecs) or unregister the plugin of the same name first"
+            ) from exc
         if registered is None:
-            raise PluginError(f"plugin {name or plugin!r} is already registered")
+            raise PluginError(f"plugin {name or plugin!r} is blocked from registering")
         _invalidate()
         try:
             _get_registry()

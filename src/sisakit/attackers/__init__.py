@@ -1,5 +1,5 @@
 """Attackers: evidence of what a model still reveals."""
 
-from .base import AttackResult, Attacker
+from .base import Attacker, AttackResult
 
 __all__ = ["AttackResult", "Attacker"]

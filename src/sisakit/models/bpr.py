@@ -99,19 +99,27 @@ class BPRMF(ShardModel):
 
     def setup(self, space: Any, *, seed: int) -> None:
         self._validate()
-        dev = resolve_device(self.device)
-        g = torch_generator(derive_seed(seed, INIT))
-        d = int(self.factors)
-        p = torch.randn(space.n_users, d, generator=g) * self.init_std
-        q = torch.randn(space.n_items, d, generator=g) * self.init_std
+        init_seed = derive_seed(seed, INIT)
+        p, q = self._init_tables(space.n_users, space.n_items, init_seed)
         b = torch.zeros(space.n_items)
         st = {"P": p, "Q": q, "b": b}
         for name, t in list(st.items()):
             st[f"opt.m{name}"] = torch.zeros_like(t)
             st[f"opt.v{name}"] = torch.zeros_like(t)
         st["opt.step"] = torch.zeros((), dtype=torch.int64)
+        st["touched"] = torch.zeros(space.n_users, dtype=torch.bool)
+        dev = resolve_device(self.device)
         self._state = {k: v.to(dev) for k, v in st.items()}
+        self._init_seed = init_seed
         self.n_users, self.n_items = int(space.n_users), int(space.n_items)
+
+    def _init_tables(self, n_users: int, n_items: int, init_seed: int
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+        g = torch_generator(init_seed)
+        d = int(self.factors)
+        p = torch.randn(n_users, d, generator=g) * self.init_std
+        q = torch.randn(n_items, d, generator=g) * self.init_std
+        return p, q
 
     def _require(self) -> dict[str, torch.Tensor]:
         if self._state is None:
@@ -170,6 +178,7 @@ class BPRMF(ShardModel):
         g_qi = gx[:, None] * pu + (reg2 * scale) * qi
         g_qj = -gx[:, None] * pu + (reg2 * scale) * qj
         urows, uinv = torch.unique(bu, return_inverse=True)
+        st["touched"][urows] = True
         gp = torch.zeros(len(urows), P.shape[1], device=P.device).index_add_(0, uinv, g_pu)
         irows, iinv = torch.unique(torch.cat([bi, bj]), return_inverse=True)
         gq = torch.zeros(len(irows), Q.shape[1], device=Q.device).index_add_(
@@ -185,24 +194,56 @@ class BPRMF(ShardModel):
         u = torch.as_tensor(np.asarray(user_idx), dtype=torch.int64, device=st["P"].device)
         return st["P"][u] @ st["Q"].T + st["b"]
 
+    _TABLE_KEYS = ("Q", "b", "opt.mQ", "opt.vQ", "opt.mb", "opt.vb", "opt.step")
+    _ROW_KEYS = ("P", "opt.mP", "opt.vP")
+
     def state_dict(self) -> dict[str, torch.Tensor]:
-        return {k: v.detach().cpu().clone() for k, v in self._require().items()}
+        """Training state. User rows are stored only where training touched them: the other rows
+        still hold their seeded initial value, which ``init_seed`` regenerates. This keeps a
+        shard's checkpoint proportional to the shard, not to the whole user base."""
+        st = self._require()
+        rows = torch.nonzero(st["touched"]).flatten()
+        seed = self._init_seed - (1 << 64) if self._init_seed >= (1 << 63) else self._init_seed
+        out = {
+            "init_seed": torch.tensor(seed, dtype=torch.int64),
+            "n_users": torch.tensor(self.n_users, dtype=torch.int64),
+            "user_rows": rows.cpu(),
+        }
+        out.update({k: st[k][rows].detach().cpu().clone() for k in self._ROW_KEYS})
+        out.update({k: st[k].detach().cpu().clone() for k in self._TABLE_KEYS})
+        return out
 
     def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
-        dev = resolve_device(self.device)
-        expected = {"P", "Q", "b", "opt.mP", "opt.vP", "opt.mQ", "opt.vQ", "opt.mb", "opt.vb",
-                    "opt.step"}
+        expected = {"init_seed", "n_users", "user_rows", *self._ROW_KEYS, *self._TABLE_KEYS}
         if set(state) != expected:
             raise ValidationError(
                 f"state has keys {sorted(state)}, expected {sorted(expected)}; it was not saved "
                 "by a bpr-mf model"
             )
-        if state["P"].shape[1] != self.factors:
+        if state["Q"].ndim != 2 or state["Q"].shape[1] != self.factors:
             raise ValidationError(
-                f"state has {state['P'].shape[1]} factors but this model has {self.factors}"
+                f"state has item factors of shape {tuple(state['Q'].shape)} but this model has "
+                f"{self.factors} factors"
             )
-        self._state = {k: v.to(dev).clone() for k, v in state.items()}
-        self.n_users, self.n_items = int(state["P"].shape[0]), int(state["Q"].shape[0])
+        self._validate()
+        n_users, n_items = int(state["n_users"]), int(state["Q"].shape[0])
+        init_seed = int(state["init_seed"]) & 0xFFFF_FFFF_FFFF_FFFF
+        p, _ = self._init_tables(n_users, n_items, init_seed)
+        rows = state["user_rows"].long()
+        if len(rows) and (int(rows.min()) < 0 or int(rows.max()) >= n_users):
+            raise ValidationError("state has user rows outside the user table")
+        st = {k: state[k].clone() for k in self._TABLE_KEYS}
+        st["P"] = p
+        st["P"][rows] = state["P"]
+        for k in ("opt.mP", "opt.vP"):
+            st[k] = torch.zeros_like(p)
+            st[k][rows] = state[k]
+        st["touched"] = torch.zeros(n_users, dtype=torch.bool)
+        st["touched"][rows] = True
+        dev = resolve_device(self.device)
+        self._state = {k: v.to(dev) for k, v in st.items()}
+        self._init_seed = init_seed
+        self.n_users, self.n_items = n_users, n_items
 
     def user_embeddings(self) -> torch.Tensor:
         return self._require()["P"]

@@ -1,0 +1,833 @@
+"""Contract tests for sisakit components: run them against your own sharder, model, aggregator
+or attacker.
+
+Every built-in component passes these suites, and a third-party plugin should too. Subclass the
+contract class in a pytest test module and provide the factory method; pytest collects the
+inherited ``test_*`` methods:
+
+.. code-block:: python
+
+    from sisakit.testing import SharderContract
+
+    class TestMySharder(SharderContract):
+        def make_sharder(self):
+            return MySharder()
+
+The contract classes are not named ``Test*``, so pytest never collects them on their own.
+Each class keeps its fixtures tiny (a few hundred records) and runs in a few seconds.
+
+Optional knobs are class attributes (``n_shards``, ``seed``…) and the ``make_data`` method,
+which you may override to feed your component data it supports.
+
+This module imports :mod:`pytest`; ``import sisakit`` never imports it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from .aggregators.base import Aggregator
+from .attackers.base import Attacker, AttackResult
+from .data import Interactions
+from .errors import SisakitError, ValidationError
+from .models.base import ShardModel
+from .sharders.base import Sharder
+from .store import RunStore
+
+__all__ = [
+    "AggregatorContract",
+    "AttackerContract",
+    "ShardModelContract",
+    "SharderContract",
+    "make_attack_data",
+    "make_interactions",
+]
+
+
+# ---------------------------------------------------------------------------------- fixtures
+def make_interactions(
+    n_users: int = 60,
+    n_items: int = 40,
+    n: int = 800,
+    seed: int = 0,
+    *,
+    str_ids: bool = False,
+) -> Interactions:
+    """Small seeded interaction data for tests.
+
+    Every user has at least one record and no (user, item) pair occurs twice, so deleting a
+    pair removes exactly one record. Raw ids are ``1000 + index`` for users and ``5000 + index``
+    for items (so raw ids never coincide with dense indices), or their string forms
+    (``"u1000"``, ``"i5000"``) with ``str_ids=True``. Records carry a ``timestamp``.
+
+    Parameters
+    ----------
+    n_users, n_items : int
+        Size of the id space.
+    n : int
+        Number of records, between ``n_users`` and ``n_users * n_items``.
+    seed : int
+        Seed of the :class:`numpy.random.Generator`; the same arguments give identical data.
+    str_ids : bool
+        Use string raw ids instead of integers.
+
+    Returns
+    -------
+    Interactions
+        ``n`` records in an id space of ``n_users`` users and ``n_items`` items.
+    """
+    if n_users < 1 or n_items < 1:
+        raise ValidationError(f"n_users and n_items must be >= 1, got {n_users}, {n_items}")
+    if not n_users <= n <= n_users * n_items:
+        raise ValidationError(
+            f"n must lie in [n_users, n_users * n_items] = [{n_users}, {n_users * n_items}], "
+            f"got {n}"
+        )
+    rng = np.random.default_rng(seed)
+    # One record per user first (so every user has data), then distinct random cells.
+    first = np.arange(n_users, dtype=np.int64) * n_items + rng.integers(0, n_items, n_users)
+    rest = np.setdiff1d(np.arange(n_users * n_items, dtype=np.int64), first)
+    cells = np.concatenate([first, rng.choice(rest, size=n - n_users, replace=False)])
+    cells = cells[rng.permutation(len(cells))]
+    users, items = cells // n_items, cells % n_items
+    uid = 1000 + np.arange(n_users, dtype=np.int64)
+    iid = 5000 + np.arange(n_items, dtype=np.int64)
+    if str_ids:
+        uid = np.array([f"u{v}" for v in uid])
+        iid = np.array([f"i{v}" for v in iid])
+    timestamp = 1_600_000_000 + rng.integers(0, 10_000_000, len(cells))
+    return Interactions.from_arrays(
+        uid[users], iid[items], timestamp=timestamp, user_ids=uid, item_ids=iid
+    )
+
+
+def make_attack_data(
+    n_train: int = 400,
+    n_test: int = 400,
+    n_features: int = 8,
+    shift: float = 1.0,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Gaussian features with a planted binary signal, for attacker tests.
+
+    Labels are balanced 0/1; the mean of the first half of the features is ``shift`` larger
+    for label 1 than for label 0 (the remaining features are pure noise).
+
+    Parameters
+    ----------
+    n_train, n_test : int
+        Samples in the training and the test split.
+    n_features : int
+        Feature dimension.
+    shift : float
+        Mean shift of the informative features (0 plants no signal).
+    seed : int
+        Seed of the :class:`numpy.random.Generator`.
+
+    Returns
+    -------
+    x_train, y_train, x_test, y_test : ndarray
+        Float64 features of shape ``(n, n_features)`` and int64 labels of shape ``(n,)``.
+    """
+    rng = np.random.default_rng(seed)
+    n = n_train + n_test
+    y = rng.permutation(np.arange(n) % 2).astype(np.int64)
+    x = rng.normal(0.0, 1.0, (n, n_features))
+    x[:, : max(1, n_features // 2)] += shift * y[:, None]
+    return x[:n_train], y[:n_train], x[n_train:], y[n_train:]
+
+
+# ---------------------------------------------------------------------------------- helpers
+def _assert_same_state(
+    a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor], what: str
+) -> None:
+    """Assert two state dicts have the same keys and bit-identical tensors."""
+    assert set(a) == set(b), f"{what}: state keys differ: {sorted(set(a) ^ set(b))}"
+    for key in sorted(a):
+        ta, tb = a[key], b[key]
+        assert ta.dtype == tb.dtype and ta.shape == tb.shape, (
+            f"{what}: tensor {key!r} is {ta.dtype}{tuple(ta.shape)} vs {tb.dtype}{tuple(tb.shape)}"
+        )
+        assert torch.equal(ta.cpu(), tb.cpu()), f"{what}: tensor {key!r} differs"
+
+
+def _same_values(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Equal shapes and values, treating NaN as equal to NaN."""
+    if a.shape != b.shape:
+        return False
+    both_nan = torch.isnan(a) & torch.isnan(b) if a.is_floating_point() else torch.zeros_like(a)
+    return bool(((a == b) | both_nan.bool()).all())
+
+
+def _is_unfitted(model: ShardModel) -> bool:
+    """True when ``model`` holds no trained state (state_dict raises or is empty)."""
+    try:
+        state = model.state_dict()
+    except SisakitError:
+        return True
+    return len(state) == 0
+
+
+def _check_params_roundtrip(component: Any) -> None:
+    """``clone()`` and ``type(c)(**c.get_params())`` reproduce the parameters."""
+    params = component.get_params()
+    assert isinstance(params, dict), "get_params() must return a dict"
+    clone = component.clone()
+    assert type(clone) is type(component), "clone() must return the same class"
+    assert clone is not component, "clone() must return a new object"
+    assert clone.get_params() == params, "clone() changed the parameters"
+    rebuilt = type(component)(**params)
+    assert rebuilt.get_params() == params, (
+        "type(c)(**c.get_params()) does not reproduce the parameters; store every constructor "
+        "argument as an attribute of the same name"
+    )
+
+
+# ---------------------------------------------------------------------------------- sharders
+class SharderContract:
+    """Contract tests for a :class:`~sisakit.Sharder`.
+
+    Subclass it and implement :meth:`make_sharder`. Override :meth:`make_data` to test on
+    other data; set ``n_shards`` / ``seed`` to change the defaults.
+
+    Checks: assignments are deterministic for a seed; one int64 shard id in
+    ``[0, n_shards)`` per record; user-level sharders (``unit == "user"``) keep all of a user's
+    records together; a record keeps its shard when other records, users or items are deleted
+    (skipped for ``data_dependent`` sharders, which the engine handles by storing the
+    assignment); ``n_shards`` larger than the number of sharding units raises
+    :class:`~sisakit.ValidationError`.
+    """
+
+    #: Shards used by the tests.
+    n_shards: int = 4
+    #: Seed used by the tests.
+    seed: int = 0
+
+    def make_sharder(self) -> Sharder:
+        """Return a fresh instance of the sharder under test.
+
+        Returns
+        -------
+        Sharder
+        """
+        raise NotImplementedError("subclasses of SharderContract must implement make_sharder()")
+
+    def make_data(self) -> Interactions:
+        """Return the test data (default: :func:`make_interactions`).
+
+        Returns
+        -------
+        Interactions
+        """
+        return make_interactions()
+
+    def _assign(self, sharder: Sharder, data: Interactions, n_shards: int | None = None,
+                seed: int | None = None) -> np.ndarray:
+        n = self.n_shards if n_shards is None else n_shards
+        return np.asarray(sharder.assign(data, n, seed=self.seed if seed is None else seed))
+
+    def _assert_valid(self, ids: np.ndarray, data: Interactions, n_shards: int) -> None:
+        assert ids.dtype == np.int64, f"assign() must return int64 ids, got {ids.dtype}"
+        assert ids.shape == (len(data),), (
+            f"assign() must return one id per record: shape {ids.shape}, expected ({len(data)},)"
+        )
+        if len(ids):
+            assert ids.min() >= 0 and ids.max() < n_shards, (
+                f"shard ids must lie in [0, {n_shards}), got [{ids.min()}, {ids.max()}]"
+            )
+
+    def _skip_if_data_dependent(self, sharder: Sharder) -> None:
+        if sharder.data_dependent:
+            pytest.skip("data-dependent sharder: the engine stores its assignment at fit time")
+
+    def _assert_stable(self, sharder: Sharder, data: Interactions, rest: Interactions) -> None:
+        before = self._assign(sharder, data)
+        after = self._assign(sharder, rest)
+        self._assert_valid(after, rest, self.n_shards)
+        order = np.argsort(data.record_id)
+        pos = order[np.searchsorted(data.record_id, rest.record_id, sorter=order)]
+        assert np.array_equal(data.record_id[pos], rest.record_id)
+        moved = np.flatnonzero(before[pos] != after)
+        assert len(moved) == 0, (
+            f"{len(moved)} remaining record(s) changed shard after other records were deleted "
+            f"(record ids {rest.record_id[moved][:10].tolist()}); derive the shard from the "
+            "raw id, never from a position"
+        )
+
+    def test_is_a_sharder(self) -> None:
+        """The factory returns a :class:`Sharder` with a known ``unit``."""
+        sharder = self.make_sharder()
+        assert isinstance(sharder, Sharder)
+        assert sharder.unit in ("user", "record"), f"unknown unit {sharder.unit!r}"
+
+    def test_deterministic_for_seed(self) -> None:
+        """The same seed gives the same assignment, also from a fresh clone."""
+        data = self.make_data()
+        sharder = self.make_sharder()
+        first = self._assign(sharder, data)
+        assert np.array_equal(first, self._assign(sharder, data))
+        assert np.array_equal(first, self._assign(sharder.clone(), data))
+        assert np.array_equal(first, self._assign(self.make_sharder(), data))
+
+    def test_ids_in_range_one_per_record(self) -> None:
+        """One int64 shard id in ``[0, n_shards)`` per record."""
+        data = self.make_data()
+        sharder = self.make_sharder()
+        for n_shards in (1, 2, self.n_shards):
+            self._assert_valid(self._assign(sharder, data, n_shards), data, n_shards)
+
+    def test_every_shard_receives_records(self) -> None:
+        """On the (balanced) test data no shard stays empty (the engine rejects empty shards)."""
+        data = self.make_data()
+        ids = self._assign(self.make_sharder(), data)
+        sizes = np.bincount(ids, minlength=self.n_shards)
+        assert (sizes > 0).all(), f"empty shard(s) {np.flatnonzero(sizes == 0).tolist()}"
+
+    def test_string_ids(self) -> None:
+        """Data with string raw ids is sharded validly and deterministically."""
+        data = make_interactions(str_ids=True)
+        sharder = self.make_sharder()
+        ids = self._assign(sharder, data)
+        self._assert_valid(ids, data, self.n_shards)
+        assert np.array_equal(ids, self._assign(sharder, data))
+
+    def test_user_level_keeps_users_together(self) -> None:
+        """With ``unit == "user"`` all of a user's records share one shard."""
+        sharder = self.make_sharder()
+        if sharder.unit != "user":
+            pytest.skip("record-level sharder")
+        for data in (self.make_data(), make_interactions(str_ids=True)):
+            ids = self._assign(sharder, data)
+            per_user_min = np.full(data.n_users, np.iinfo(np.int64).max)
+            per_user_max = np.full(data.n_users, -1)
+            np.minimum.at(per_user_min, data.user_idx, ids)
+            np.maximum.at(per_user_max, data.user_idx, ids)
+            has = np.bincount(data.user_idx, minlength=data.n_users) > 0
+            split = np.flatnonzero(has & (per_user_min != per_user_max))
+            assert len(split) == 0, (
+                f"user-level sharder split user(s) {data.user_ids[split][:10].tolist()} "
+                "across shards"
+            )
+
+    def test_stable_when_users_deleted(self) -> None:
+        """Remaining records keep their shard after ``data.without(users=...)``."""
+        sharder = self.make_sharder()
+        self._skip_if_data_dependent(sharder)
+        data = self.make_data()
+        rng = np.random.default_rng(1)
+        gone = rng.choice(data.user_ids, size=max(1, data.n_users // 4), replace=False)
+        self._assert_stable(sharder, data, data.without(users=gone.tolist()))
+
+    def test_stable_when_interactions_deleted(self) -> None:
+        """Remaining records keep their shard after ``data.without(interactions=...)``."""
+        sharder = self.make_sharder()
+        self._skip_if_data_dependent(sharder)
+        data = self.make_data()
+        rng = np.random.default_rng(2)
+        pick = rng.choice(len(data), size=max(1, len(data) // 5), replace=False)
+        pairs = list(zip(data.user_ids[data.user_idx[pick]].tolist(),
+                         data.item_ids[data.item_idx[pick]].tolist(), strict=True))
+        rest = data.without(interactions=pairs)
+        assert len(rest) < len(data)
+        self._assert_stable(sharder, data, rest)
+
+    def test_stable_when_items_deleted(self) -> None:
+        """Remaining records keep their shard after ``data.without(items=...)``."""
+        sharder = self.make_sharder()
+        self._skip_if_data_dependent(sharder)
+        data = self.make_data()
+        rng = np.random.default_rng(3)
+        gone = rng.choice(data.item_ids, size=max(1, data.n_items // 5), replace=False)
+        self._assert_stable(sharder, data, data.without(items=gone.tolist()))
+
+    def _small(self, sharder: Sharder) -> tuple[Interactions, int]:
+        data = self.make_data()
+        users = np.unique(data.user_idx)[:5]
+        small = data.take(np.flatnonzero(np.isin(data.user_idx, users)))
+        units = len(users) if sharder.unit == "user" else len(small)
+        return small, units
+
+    def test_rejects_more_shards_than_units(self) -> None:
+        """``n_shards`` larger than the number of users (or records) raises ValidationError."""
+        sharder = self.make_sharder()
+        small, units = self._small(sharder)
+        with pytest.raises(ValidationError):
+            sharder.assign(small, units + 1, seed=self.seed)
+
+    def test_accepts_as_many_shards_as_units(self) -> None:
+        """``n_shards`` equal to the number of sharding units is allowed."""
+        sharder = self.make_sharder()
+        small, units = self._small(sharder)
+        self._assert_valid(self._assign(sharder, small, units), small, units)
+
+    def test_rejects_non_positive_n_shards(self) -> None:
+        """``n_shards < 1`` raises ValidationError."""
+        sharder = self.make_sharder()
+        data = self.make_data()
+        for bad in (0, -1):
+            with pytest.raises(ValidationError):
+                sharder.assign(data, bad, seed=self.seed)
+
+    def test_params_roundtrip(self) -> None:
+        """``clone()`` and the constructor reproduce ``get_params()``."""
+        _check_params_roundtrip(self.make_sharder())
+
+
+# ---------------------------------------------------------------------------------- models
+class ShardModelContract:
+    """Contract tests for a :class:`~sisakit.ShardModel`.
+
+    Subclass it and implement :meth:`make_model`, returning a small, fast model (a few
+    milliseconds per epoch on :func:`make_interactions` data) on the CPU.
+
+    Checks: ``setup`` is bit-reproducible from the seed; ``partial_fit`` is deterministic;
+    ``state_dict`` holds only tensors and round-trips bit for bit through
+    :class:`sisakit.store.RunStore` into a fresh clone; training slice by slice through a
+    checkpoint equals training straight through; ``scores`` has shape
+    ``(len(users), n_items)`` and is finite, for every user of the id space; ``clone()`` is an
+    unfitted copy with equal parameters; the class is default-constructible.
+    """
+
+    #: Seed passed to ``setup``.
+    seed: int = 3
+    #: Epoch seeds of the first and the second training stage.
+    stage0_seeds: tuple[int, ...] = (101, 102)
+    stage1_seeds: tuple[int, ...] = (201, 202)
+
+    def make_model(self) -> ShardModel:
+        """Return a fresh, small, fast, unfitted instance of the model under test.
+
+        Returns
+        -------
+        ShardModel
+        """
+        raise NotImplementedError("subclasses of ShardModelContract must implement make_model()")
+
+    def make_data(self) -> Interactions:
+        """Return the test data (default: :func:`make_interactions`).
+
+        Returns
+        -------
+        Interactions
+        """
+        return make_interactions()
+
+    def _stages(self, data: Interactions) -> tuple[Interactions, Interactions]:
+        """Stage 0 (about half the records, some users absent) and stage 1 (all records)."""
+        rng = np.random.default_rng(4)
+        in0 = rng.random(len(data)) < 0.5
+        absent = np.unique(data.user_idx)[::7]  # users with no record in stage 0
+        in0 &= ~np.isin(data.user_idx, absent)
+        return data.take(np.flatnonzero(in0)), data
+
+    def _trained(self, seed: int | None = None) -> tuple[ShardModel, Interactions]:
+        data = self.make_data()
+        stage0, stage1 = self._stages(data)
+        model = self.make_model()
+        model.setup(data, seed=self.seed if seed is None else seed)
+        model.partial_fit(stage0, epoch_seeds=list(self.stage0_seeds))
+        model.partial_fit(stage1, epoch_seeds=list(self.stage1_seeds))
+        return model, data
+
+    def test_is_a_model(self) -> None:
+        """The factory returns a :class:`ShardModel`."""
+        assert isinstance(self.make_model(), ShardModel)
+
+    def test_setup_is_bit_reproducible(self) -> None:
+        """``setup(data, seed)`` twice (in two models, or one model) gives identical state."""
+        data = self.make_data()
+        a, b = self.make_model(), self.make_model()
+        a.setup(data, seed=self.seed)
+        b.setup(data, seed=self.seed)
+        first = a.state_dict()
+        _assert_same_state(first, b.state_dict(), "setup() with the same seed")
+        a.partial_fit(data, epoch_seeds=list(self.stage0_seeds))
+        a.setup(data, seed=self.seed)
+        _assert_same_state(first, a.state_dict(), "setup() again after training")
+
+    def test_training_is_deterministic(self) -> None:
+        """The same seeds and data give bit-identical trained state and scores."""
+        a, data = self._trained()
+        b, _ = self._trained()
+        _assert_same_state(a.state_dict(), b.state_dict(), "training twice")
+        users = np.arange(data.n_users)
+        assert torch.equal(a.scores(users), b.scores(users))
+
+    def test_state_dict_holds_only_tensors(self) -> None:
+        """``state_dict()`` is a flat dict of str -> Tensor."""
+        model, _ = self._trained()
+        state = model.state_dict()
+        assert isinstance(state, Mapping) and len(state) > 0, "state_dict() is empty"
+        for key, value in state.items():
+            assert isinstance(key, str), f"state key {key!r} is not a str"
+            assert isinstance(value, torch.Tensor), (
+                f"state[{key!r}] is {type(value).__name__}, not a torch.Tensor"
+            )
+
+    def test_state_dict_roundtrip_through_store(self, tmp_path: Any) -> None:
+        """A state saved with ``RunStore`` and loaded into a fresh clone is bit-identical."""
+        model, data = self._trained()
+        state = model.state_dict()
+        store = RunStore(tmp_path)
+        digest = store.save_tensors("model.pt", state)
+        loaded = store.load_tensors("model.pt", digest)
+        _assert_same_state(state, loaded, "RunStore round trip")
+        fresh = model.clone()
+        fresh.setup(data, seed=self.seed + 1)  # as the engine does; loading must overwrite it
+        fresh.load_state_dict(loaded)
+        _assert_same_state(state, fresh.state_dict(), "load_state_dict() into a fresh clone")
+        users = np.arange(data.n_users)
+        assert torch.equal(model.scores(users), fresh.scores(users)), (
+            "scores differ after load_state_dict()"
+        )
+
+    def test_checkpointed_training_equals_straight_through(self, tmp_path: Any) -> None:
+        """Stage 0 -> save/load into a fresh model -> stage 1 equals both stages in one model."""
+        data = self.make_data()
+        stage0, stage1 = self._stages(data)
+        first = self.make_model()
+        first.setup(data, seed=self.seed)
+        first.partial_fit(stage0, epoch_seeds=list(self.stage0_seeds))
+        store = RunStore(tmp_path)
+        digest = store.save_tensors("stage0.pt", first.state_dict())
+        resumed = self.make_model()
+        resumed.setup(data, seed=self.seed)
+        resumed.load_state_dict(store.load_tensors("stage0.pt", digest))
+        resumed.partial_fit(stage1, epoch_seeds=list(self.stage1_seeds))
+        straight, _ = self._trained()
+        _assert_same_state(straight.state_dict(), resumed.state_dict(),
+                           "checkpointed vs straight-through training")
+        users = np.arange(data.n_users)
+        assert torch.equal(straight.scores(users), resumed.scores(users))
+
+    def test_scores_shape_and_finite(self) -> None:
+        """``scores(users)`` is a finite float tensor of shape ``(len(users), n_items)``.
+
+        Users without training records (absent from stage 0) must be scorable too.
+        """
+        data = self.make_data()
+        stage0, _ = self._stages(data)
+        model = self.make_model()
+        model.setup(data, seed=self.seed)
+        model.partial_fit(stage0, epoch_seeds=list(self.stage0_seeds))
+        for users in (np.array([0, 5, data.n_users - 1]), np.arange(data.n_users)):
+            out = model.scores(users)
+            assert isinstance(out, torch.Tensor), "scores() must return a torch.Tensor"
+            assert out.shape == (len(users), data.n_items), (
+                f"scores() shape {tuple(out.shape)}, expected {(len(users), data.n_items)}"
+            )
+            assert out.is_floating_point(), f"scores() dtype {out.dtype} is not floating"
+            assert bool(torch.isfinite(out).all()), "scores() has NaN or infinite values"
+        users = np.array([2, 0, 7])
+        as_tensor = model.scores(torch.as_tensor(users))
+        assert torch.equal(model.scores(users).cpu(), as_tensor.cpu()), (
+            "scores() must accept a numpy array or a tensor of user indices alike"
+        )
+        single = model.scores(users[1:2])
+        # Batch size may change floating-point rounding (BLAS), but nothing more.
+        torch.testing.assert_close(single.cpu(), model.scores(users).cpu()[1:2],
+                                   rtol=1e-5, atol=1e-6,
+                                   msg="a user's scores depend on the other users in the batch")
+
+    def test_clone_is_unfitted_copy(self) -> None:
+        """``clone()`` has equal parameters, no trained state and no shared tensors."""
+        model, data = self._trained()
+        reference = model.state_dict()
+        clone = model.clone()
+        assert type(clone) is type(model) and clone is not model
+        assert clone.get_params() == model.get_params()
+        assert _is_unfitted(clone), (
+            "clone() must return an unfitted copy: its state_dict() should raise a sisakit "
+            "ValidationError (or return an empty dict) until setup() is called"
+        )
+        _, stage1 = self._stages(data)
+        clone.setup(data, seed=self.seed + 1)
+        clone.partial_fit(stage1, epoch_seeds=[7])
+        _assert_same_state(reference, model.state_dict(), "original after training its clone")
+
+    def test_default_constructible(self) -> None:
+        """``type(model)()`` works and the parameters round-trip through the constructor."""
+        model = self.make_model()
+        default = type(model)()
+        assert isinstance(default, ShardModel)
+        assert set(default.get_params()) == set(model.get_params())
+        _check_params_roundtrip(model)
+
+    def test_n_parameters(self) -> None:
+        """``n_parameters()`` is a non-negative int."""
+        model, _ = self._trained()
+        n = model.n_parameters()
+        assert isinstance(n, int) and n >= 0, f"n_parameters() returned {n!r}"
+
+
+# ---------------------------------------------------------------------------------- aggregators
+class AggregatorContract:
+    """Contract tests for an :class:`~sisakit.Aggregator`.
+
+    Subclass it and implement :meth:`make_aggregator`. Aggregators with
+    ``requires_fit = True`` are fitted by :meth:`prepare` on a tiny SISA ensemble
+    (``n_shards`` shards of the ``popularity`` model on :func:`make_interactions` data);
+    override :meth:`prepare` to fit yours differently.
+
+    Checks: ``aggregate`` returns ``(B, I)`` scores and a ``(B, I)`` boolean mask and is
+    deterministic; ``weights`` are finite, non-negative and shaped ``(S, B)``; a shard with a
+    zero count for a user has no influence on that user's output (even where its mask is True);
+    when every shard gives the same scores, the output equals them wherever it is scored; the
+    fitted state round-trips through :class:`sisakit.store.RunStore`.
+    """
+
+    #: Shards S of the synthetic inputs.
+    n_shards: int = 3
+    #: Users B in the synthetic batch.
+    batch: int = 8
+
+    def make_aggregator(self) -> Aggregator:
+        """Return a fresh, unfitted instance of the aggregator under test.
+
+        Returns
+        -------
+        Aggregator
+        """
+        raise NotImplementedError(
+            "subclasses of AggregatorContract must implement make_aggregator()"
+        )
+
+    def make_data(self) -> Interactions:
+        """Return the data the aggregator is fitted on and whose item count sets ``I``.
+
+        Returns
+        -------
+        Interactions
+        """
+        return make_interactions()
+
+    def prepare(self, aggregator: Aggregator) -> Aggregator:
+        """Fit ``aggregator`` if it ``requires_fit`` (on a tiny popularity SISA ensemble).
+
+        Parameters
+        ----------
+        aggregator : Aggregator
+            A fresh aggregator.
+
+        Returns
+        -------
+        Aggregator
+            The fitted aggregator (the same object unless overridden).
+        """
+        if not aggregator.requires_fit:
+            return aggregator
+        from .engine import SISA
+
+        data = self.make_data()
+        # The ensemble aggregates with "mean"; the aggregator under test need not be registered.
+        ensemble = SISA(model="popularity", aggregator="mean", n_shards=self.n_shards,
+                        n_slices=1, epochs=1, seed=0, progress=False, device="cpu")
+        ensemble.fit(data)
+        fitted = aggregator.fit(ensemble, data)
+        return aggregator if fitted is None else fitted
+
+    def _inputs(self, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Random scores (S, B, I) float64, mask (S, B, I) and counts (S, B) with zeros."""
+        g = torch.Generator().manual_seed(seed)
+        s, b, n_items = self.n_shards, self.batch, self.make_data().n_items
+        scores = torch.randn(s, b, n_items, generator=g, dtype=torch.float64)
+        mask = torch.rand(s, b, n_items, generator=g) < 0.8
+        counts = torch.randint(0, 6, (s, b), generator=g)
+        for u in range(b):
+            counts[u % s, u] = max(1, int(counts[u % s, u]))  # every user has some shard
+            if s > 1 and u % 2 == 0:
+                counts[(u + 1) % s, u] = 0  # and some users lack one
+        return scores, mask, counts
+
+    def _aggregate(self, agg: Aggregator, scores: torch.Tensor, mask: torch.Tensor,
+                   counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out, scored = agg.aggregate(scores, mask, counts)
+        return out, scored
+
+    def test_is_an_aggregator(self) -> None:
+        """The factory returns an :class:`Aggregator`."""
+        assert isinstance(self.make_aggregator(), Aggregator)
+
+    def test_output_shapes(self) -> None:
+        """``aggregate`` returns ``(B, I)`` float scores and a ``(B, I)`` bool mask."""
+        agg = self.prepare(self.make_aggregator())
+        scores, mask, counts = self._inputs()
+        out, scored = self._aggregate(agg, scores, mask, counts)
+        shape = scores.shape[1:]
+        assert isinstance(out, torch.Tensor) and out.shape == shape, (
+            f"aggregated scores have shape {tuple(out.shape)}, expected {tuple(shape)}"
+        )
+        assert out.is_floating_point()
+        assert isinstance(scored, torch.Tensor) and scored.shape == shape, (
+            f"scored mask has shape {tuple(scored.shape)}, expected {tuple(shape)}"
+        )
+        assert scored.dtype == torch.bool, f"scored mask dtype {scored.dtype}, expected bool"
+        assert bool(scored.any()), "nothing was scored although every user has a shard"
+        assert bool(torch.isfinite(out[scored]).all()), "scored entries must be finite"
+
+    def test_scored_only_where_some_shard_scored(self) -> None:
+        """A pair counts as scored only if a shard with records of the user scored it."""
+        agg = self.prepare(self.make_aggregator())
+        scores, mask, counts = self._inputs(1)
+        _, scored = self._aggregate(agg, scores, mask, counts)
+        possible = (mask & (counts > 0)[:, :, None]).any(0)
+        assert not bool((scored & ~possible).any()), (
+            "pairs were marked scored although no shard that trained on the user scored them"
+        )
+
+    def test_deterministic(self) -> None:
+        """The same inputs give the same output, also from a fresh instance."""
+        scores, mask, counts = self._inputs(2)
+        agg = self.prepare(self.make_aggregator())
+        out1, sc1 = self._aggregate(agg, scores, mask, counts)
+        out2, sc2 = self._aggregate(agg, scores.clone(), mask.clone(), counts.clone())
+        out3, sc3 = self._aggregate(self.prepare(self.make_aggregator()), scores, mask, counts)
+        assert torch.equal(sc1, sc2) and torch.equal(sc1, sc3)
+        assert _same_values(out1, out2) and _same_values(out1, out3)
+
+    def test_weights_non_negative(self) -> None:
+        """``weights(counts)`` is finite, non-negative and has shape ``(S, B)``."""
+        agg = self.prepare(self.make_aggregator())
+        _, _, counts = self._inputs(3)
+        w = agg.weights(counts)
+        assert isinstance(w, torch.Tensor) and w.shape == counts.shape, (
+            f"weights shape {tuple(getattr(w, 'shape', ()))}, expected {tuple(counts.shape)}"
+        )
+        assert bool(torch.isfinite(w).all()), "weights must be finite"
+        assert bool((w >= 0).all()), "weights must be non-negative"
+        assert torch.equal(w, agg.weights(counts.clone())), "weights must be deterministic"
+
+    def test_zero_count_shard_has_no_influence(self) -> None:
+        """Changing the scores (and mask) of a shard with zero count for a user changes
+        nothing."""
+        agg = self.prepare(self.make_aggregator())
+        scores, mask, counts = self._inputs(4)
+        zero = counts == 0
+        assert bool(zero.any()), "test inputs must contain zero counts"
+        out1, sc1 = self._aggregate(agg, scores, mask, counts)
+        g = torch.Generator().manual_seed(99)
+        noise = torch.randn(scores.shape, generator=g, dtype=scores.dtype) * 100 + 50
+        scores2 = torch.where(zero[:, :, None], noise, scores)
+        mask2 = torch.where(zero[:, :, None], torch.ones_like(mask), mask)
+        out2, sc2 = self._aggregate(agg, scores2, mask2, counts)
+        assert torch.equal(sc1, sc2), "a zero-count shard changed which pairs are scored"
+        assert _same_values(out1, out2), (
+            "a shard with zero records of a user influenced that user's scores"
+        )
+
+    def test_identical_shards_give_their_scores(self) -> None:
+        """When every shard gives the same scores, the output equals them where scored."""
+        agg = self.prepare(self.make_aggregator())
+        scores, mask, counts = self._inputs(5)
+        same = scores[0].expand_as(scores).clone()
+        out, scored = self._aggregate(agg, same, mask, counts)
+        assert bool(scored.any()), "nothing was scored"
+        torch.testing.assert_close(out[scored].to(torch.float64), same[0][scored],
+                                   rtol=1e-5, atol=1e-6)
+
+    def test_state_roundtrip_through_store(self, tmp_path: Any) -> None:
+        """The (possibly empty) fitted state saves and loads into a fresh clone."""
+        agg = self.prepare(self.make_aggregator())
+        state = agg.state_dict()
+        assert all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items())
+        store = RunStore(tmp_path)
+        digest = store.save_tensors("agg.pt", state)
+        fresh = agg.clone()
+        fresh.load_state_dict(store.load_tensors("agg.pt", digest))
+        scores, mask, counts = self._inputs(6)
+        out1, sc1 = self._aggregate(agg, scores, mask, counts)
+        out2, sc2 = self._aggregate(fresh, scores, mask, counts)
+        assert torch.equal(sc1, sc2) and _same_values(out1, out2)
+
+    def test_params_roundtrip(self) -> None:
+        """``clone()`` and the constructor reproduce ``get_params()``."""
+        agg = self.make_aggregator()
+        _check_params_roundtrip(agg)
+        assert isinstance(type(agg)(), Aggregator), "aggregators must be default-constructible"
+
+
+# ---------------------------------------------------------------------------------- attackers
+class AttackerContract:
+    """Contract tests for an :class:`~sisakit.Attacker`.
+
+    Subclass it and implement :meth:`make_attacker`. The data comes from
+    :func:`make_attack_data` (400 training and 400 test samples, seeded).
+
+    Checks: with a planted signal the attack reaches AUC >= ``min_auc`` and accuracy
+    > ``min_accuracy``; on shuffled labels its AUC stays within ``0.5 ± chance_tolerance``;
+    :class:`~sisakit.AttackResult` fields are floats in ``[0, 1]``; ``predict_proba`` returns
+    probabilities of shape ``(n, n_classes)``.
+    """
+
+    min_auc: float = 0.75
+    min_accuracy: float = 0.6
+    chance_tolerance: float = 0.1
+    seed: int = 0
+
+    def make_attacker(self) -> Attacker:
+        """Return a fresh, unfitted instance of the attacker under test.
+
+        Returns
+        -------
+        Attacker
+        """
+        raise NotImplementedError("subclasses of AttackerContract must implement make_attacker()")
+
+    def _data(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        return make_attack_data(seed=self.seed)
+
+    def test_is_an_attacker(self) -> None:
+        """The factory returns an :class:`Attacker`; ``fit`` returns the attacker."""
+        attacker = self.make_attacker()
+        assert isinstance(attacker, Attacker)
+        x, y, _, _ = self._data()
+        assert attacker.fit(x, y) is attacker, "fit() must return self"
+
+    def test_beats_chance_on_planted_signal(self) -> None:
+        """A planted mean shift is detected: AUC >= ``min_auc``, accuracy > ``min_accuracy``."""
+        x, y, xt, yt = self._data()
+        result = self.make_attacker().fit(x, y).attack(xt, yt)
+        assert result.auc >= self.min_auc, f"AUC {result.auc:.3f} < {self.min_auc}"
+        assert result.accuracy > self.min_accuracy, (
+            f"accuracy {result.accuracy:.3f} <= {self.min_accuracy}"
+        )
+
+    def test_chance_on_shuffled_labels(self) -> None:
+        """With labels independent of the features the AUC stays near 0.5."""
+        x, y, xt, yt = self._data()
+        rng = np.random.default_rng(self.seed + 1)
+        result = self.make_attacker().fit(x, rng.permutation(y)).attack(xt, rng.permutation(yt))
+        assert abs(result.auc - 0.5) <= self.chance_tolerance, (
+            f"AUC {result.auc:.3f} on shuffled labels is not within 0.5 ± "
+            f"{self.chance_tolerance}: the attacker leaks test labels or overfits"
+        )
+
+    def test_result_fields(self) -> None:
+        """``attack`` returns an AttackResult with float AUC and accuracy in [0, 1]."""
+        x, y, xt, yt = self._data()
+        result = self.make_attacker().fit(x, y).attack(xt, yt)
+        assert isinstance(result, AttackResult)
+        for name in ("auc", "accuracy"):
+            value = getattr(result, name)
+            assert isinstance(value, float), f"{name} is {type(value).__name__}, not float"
+            assert 0.0 <= value <= 1.0, f"{name}={value} outside [0, 1]"
+        assert isinstance(result.details, dict)
+
+    def test_predict_proba(self) -> None:
+        """``predict_proba`` returns one probability row per sample that sums to 1."""
+        x, y, xt, _ = self._data()
+        proba = np.asarray(self.make_attacker().fit(x, y).predict_proba(xt))
+        assert proba.shape == (len(xt), 2), f"shape {proba.shape}, expected {(len(xt), 2)}"
+        assert np.isfinite(proba).all() and (proba >= 0).all() and (proba <= 1).all()
+        np.testing.assert_allclose(proba.sum(1), 1.0, rtol=1e-6, atol=1e-6)
+
+    def test_params_roundtrip(self) -> None:
+        """``clone()`` and the constructor reproduce ``get_params()``."""
+        attacker = self.make_attacker()
+        _check_params_roundtrip(attacker)
+        assert isinstance(type(attacker)(), Attacker), "attackers must be default-constructible"

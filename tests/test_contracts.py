@@ -1,0 +1,254 @@
+"""Run the public contract suites (:mod:`sisakit.testing`) against every built-in component.
+
+A new built-in sharder, model, aggregator or attacker must get a contract class here:
+:func:`test_every_builtin_has_a_contract_class` fails until it does.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from sklearn.linear_model import LogisticRegression
+
+import sisakit
+from sisakit import plugins
+from sisakit.testing import (
+    AggregatorContract,
+    AttackerContract,
+    SharderContract,
+    ShardModelContract,
+    make_attack_data,
+    make_interactions,
+)
+
+# ---------------------------------------------------------------------------------- built-ins
+# Each contract class names the registered component it covers in ``component``.
+
+
+class TestRandomUserSharder(SharderContract):
+    component = ("sharder", "random-user")
+
+    def make_sharder(self):
+        return plugins.get("sharder", "random-user")()
+
+
+class TestRandomInteractionSharder(SharderContract):
+    component = ("sharder", "random-interaction")
+
+    def make_sharder(self):
+        return plugins.get("sharder", "random-interaction")()
+
+
+class TestBPRMF(ShardModelContract):
+    component = ("model", "bpr-mf")
+
+    def make_model(self):
+        return plugins.get("model", "bpr-mf")(factors=8, batch_size=64, device="cpu")
+
+
+class TestPopularity(ShardModelContract):
+    component = ("model", "popularity")
+
+    def make_model(self):
+        return plugins.get("model", "popularity")()
+
+
+class TestMeanAggregator(AggregatorContract):
+    component = ("aggregator", "mean")
+
+    def make_aggregator(self):
+        return plugins.get("aggregator", "mean")()
+
+
+class TestWeightedAggregator(AggregatorContract):
+    component = ("aggregator", "weighted")
+
+    def make_aggregator(self):
+        return plugins.get("aggregator", "weighted")()
+
+
+# ---------------------------------------------------------------------------------- test doubles
+class LogRegAttacker(sisakit.Attacker):
+    """A logistic-regression attacker (no built-in attacker exists yet)."""
+
+    def __init__(self, C: float = 1.0) -> None:
+        self.C = C
+
+    def fit(self, features, labels):
+        self._clf = LogisticRegression(C=self.C, max_iter=1000).fit(features, labels)
+        self.classes_ = self._clf.classes_
+        return self
+
+    def predict_proba(self, features):
+        return self._clf.predict_proba(features)
+
+
+class TestLogRegAttacker(AttackerContract):
+    def make_attacker(self):
+        return LogRegAttacker()
+
+
+class ShardSizeAggregator(sisakit.Aggregator):
+    """A fitted aggregator: weights each shard by its share of the training records.
+
+    Not registered; it exercises :meth:`AggregatorContract.prepare` for ``requires_fit``.
+    """
+
+    requires_fit = True
+
+    def __init__(self) -> None:
+        self._share: torch.Tensor | None = None
+
+    def fit(self, ensemble, data):
+        # The contract fits on popularity shards, whose state counts each shard's records.
+        sizes = torch.stack([m.state_dict()["counts"].sum() for m in ensemble.shard_models])
+        sizes = sizes.to(torch.float64)
+        assert float(sizes.sum()) == len(data)
+        self._share = sizes / sizes.sum()
+        return self
+
+    def weights(self, counts):
+        if self._share is None:
+            raise sisakit.ValidationError("fit the aggregator first")
+        return (counts > 0).to(torch.float64) * self._share[:, None]
+
+    def state_dict(self):
+        return {} if self._share is None else {"share": self._share.clone()}
+
+    def load_state_dict(self, state):
+        self._share = state["share"].clone() if "share" in state else None
+
+
+class TestShardSizeAggregator(AggregatorContract):
+    def make_aggregator(self):
+        return ShardSizeAggregator()
+
+    def test_prepare_fits(self):
+        agg = self.prepare(self.make_aggregator())
+        share = agg.state_dict()["share"]
+        assert share.shape == (self.n_shards,)
+        assert torch.isclose(share.sum(), torch.tensor(1.0, dtype=share.dtype))
+
+
+# ---------------------------------------------------------------------------------- registry
+ALL_COMPONENTS = [(kind, name) for kind in plugins.KINDS for name in plugins.names(kind)]
+BASES = {
+    "sharder": sisakit.Sharder,
+    "model": sisakit.ShardModel,
+    "aggregator": sisakit.Aggregator,
+    "unlearner": sisakit.Unlearner,
+    "attacker": sisakit.Attacker,
+}
+CONTRACT_KINDS = {
+    SharderContract: "sharder",
+    ShardModelContract: "model",
+    AggregatorContract: "aggregator",
+    AttackerContract: "attacker",
+}
+
+
+@pytest.mark.parametrize(("kind", "name"), ALL_COMPONENTS,
+                         ids=[f"{k}:{n}" for k, n in ALL_COMPONENTS])
+def test_registered_component_builds_with_defaults(kind, name):
+    assert set(BASES) == set(plugins.KINDS)
+    cls = plugins.get(kind, name)
+    obj = cls()
+    assert isinstance(obj, BASES[kind])
+    assert plugins.name_of(kind, obj) == name
+    assert isinstance(plugins.build(kind, name), cls)
+
+
+def _contract_classes():
+    found = {}
+    for obj in globals().values():
+        if isinstance(obj, type) and hasattr(obj, "component"):
+            for base, kind in CONTRACT_KINDS.items():
+                if issubclass(obj, base):
+                    assert obj.component[0] == kind, f"{obj.__name__} covers a {kind}"
+                    found[obj.component] = obj
+    return found
+
+
+def test_every_builtin_has_a_contract_class():
+    covered = _contract_classes()
+    builtins = [
+        (reg.kind, reg.name)
+        for reg in plugins.list_components()
+        if reg.plugin.startswith("sisakit:") and reg.kind in CONTRACT_KINDS.values()
+    ]
+    assert ("sharder", "random-user") in builtins  # the check itself sees the built-ins
+    missing = sorted(set(builtins) - set(covered))
+    assert not missing, (
+        f"built-in components without a contract test class in {__file__}: {missing}"
+    )
+
+
+@pytest.mark.parametrize("component", sorted(_contract_classes()), ids=str)
+def test_contract_class_builds_its_component(component):
+    cls = _contract_classes()[component]
+    factory = next(getattr(cls(), m) for m in ("make_sharder", "make_model",
+                                               "make_aggregator", "make_attacker")
+                   if hasattr(cls, m))
+    assert type(factory()) is plugins.get(*component)
+
+
+# ---------------------------------------------------------------------------------- helpers
+def test_make_interactions_is_seeded_and_well_formed():
+    a = make_interactions()
+    b = make_interactions()
+    assert (len(a), a.n_users, a.n_items) == (800, 60, 40)
+    assert np.array_equal(a.user_idx, b.user_idx) and np.array_equal(a.item_idx, b.item_idx)
+    assert (a.user_counts() > 0).all()
+    keys = a.user_idx * a.n_items + a.item_idx
+    assert len(np.unique(keys)) == len(a)
+    c = make_interactions(seed=1)
+    assert not np.array_equal(a.item_idx, c.item_idx)
+    s = make_interactions(n_users=5, n_items=4, n=20, str_ids=True)
+    assert len(s) == 20 and s.user_ids.dtype.kind == "U"
+    with pytest.raises(sisakit.ValidationError):
+        make_interactions(n_users=5, n_items=4, n=21)
+
+
+def test_make_attack_data_plants_signal():
+    x, y, xt, _ = make_attack_data()
+    assert x.shape == (400, 8) and xt.shape == (400, 8)
+    assert set(np.unique(y)) == {0, 1}
+    gap = x[y == 1, :4].mean() - x[y == 0, :4].mean()
+    noise = x[y == 1, 4:].mean() - x[y == 0, 4:].mean()
+    assert gap > 0.7 and abs(noise) < 0.2
+
+
+class _BrokenSharder(sisakit.Sharder):
+    """Assigns by position: breaks stability under deletion."""
+
+    unit = "record"
+
+    def __init__(self) -> None:
+        pass
+
+    def assign(self, data, n_shards, *, seed):
+        self._check(data, n_shards)
+        return np.arange(len(data), dtype=np.int64) % n_shards
+
+
+def test_sharder_contract_catches_positional_sharder():
+    contract = SharderContract()
+    contract.make_sharder = _BrokenSharder
+    contract.test_ids_in_range_one_per_record()  # valid ids...
+    with pytest.raises(AssertionError, match="changed shard"):
+        contract.test_stable_when_users_deleted()  # ...but not stable
+
+
+def test_importing_sisakit_does_not_import_pytest():
+    code = ("import sys, sisakit; "
+            "assert 'pytest' not in sys.modules, 'pytest imported'; "
+            "assert 'sisakit.testing' not in sys.modules, 'sisakit.testing imported'")
+    env = {**os.environ, "SISAKIT_DISABLE_PLUGINS": "1"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
