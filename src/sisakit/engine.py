@@ -338,8 +338,9 @@ class SISA:
         names: list[str] = []
         in_shard = shard == s
         with torch_threads(self.threads_per_shard):
-            model.setup(data, seed=derive_seed(self.seed, s))
-            if state is not None:
+            if state is None:
+                model.setup(data, seed=derive_seed(self.seed, s))
+            else:
                 model.load_state_dict(state)
             for r in range(start, self.n_slices):
                 stage = data.take(np.flatnonzero(in_shard & (slice_ <= r)))
@@ -427,8 +428,13 @@ class SISA:
             "timings": self._timings,
         }
         self._store.write_manifest(manifest)
+        superseded = set(getattr(self, "_files", {})) - set(manifest["files"])
         self._files = manifest["files"]
-        self._store.remove_unlisted(self._files)
+        if getattr(self, "_sweep", True):
+            self._store.remove_unlisted(self._files)  # after fit, or leftovers of a crash
+            self._sweep = False
+        else:
+            self._store.remove_files(superseded)
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -485,7 +491,6 @@ class SISA:
         self._models = []
         for s in range(self.n_shards):
             model = self._model.clone()
-            model.setup(self._data, seed=derive_seed(self.seed, s))
             model.load_state_dict(store.load_tensors(self._ckpt[s][-1], files[self._ckpt[s][-1]]))
             self._models.append(model)
         agg_file = manifest.get("aggregator_file")
@@ -498,6 +503,7 @@ class SISA:
         self._timings = manifest.get("timings", {})
         self._generation = int(manifest["generation"])
         self._files = files
+        self._sweep = store.has_unlisted(files)  # a crashed forget left staged files behind
         self._refresh_index()
         self._fitted = True
         return self
@@ -637,7 +643,7 @@ class SISA:
         except BaseException:
             # All or nothing: restore the in-memory state and drop the staged files.
             self._restore(snapshot)
-            self._store.remove_unlisted(self._files)
+            self._store.remove_files(set(files) - set(self._files))
             raise
         report.seconds = time.perf_counter() - t0
         report.cpu_seconds = time.process_time() - c0

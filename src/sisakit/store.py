@@ -156,16 +156,29 @@ class RunStore:
             )
         return manifest
 
-    def remove_unlisted(self, keep: Iterable[str]) -> None:
-        """Delete run files that the manifest no longer lists (staged or superseded files)."""
+    def _unlisted(self, keep: Iterable[str]) -> list[Path]:
         keep_set = set(keep) | {MANIFEST}
+        found = []
         for sub in ("checkpoints", "state"):
             base = self.root / sub
-            if not base.is_dir():
-                continue
-            for path in base.rglob("*"):
-                if path.is_file() and path.relative_to(self.root).as_posix() not in keep_set:
-                    path.unlink(missing_ok=True)
+            if base.is_dir():
+                found += [p for p in base.rglob("*")
+                          if p.is_file() and p.relative_to(self.root).as_posix() not in keep_set]
+        return found
+
+    def has_unlisted(self, keep: Iterable[str]) -> bool:
+        """Whether run files exist that the manifest does not list."""
+        return bool(self._unlisted(keep))
+
+    def remove_unlisted(self, keep: Iterable[str]) -> None:
+        """Delete run files that the manifest no longer lists (staged or superseded files)."""
+        for path in self._unlisted(keep):
+            path.unlink(missing_ok=True)
+
+    def remove_files(self, names: Iterable[str]) -> None:
+        """Delete the given run files (relative names); missing ones are ignored."""
+        for name in names:
+            (self.root / name).unlink(missing_ok=True)
 
 
 def _json_default(obj: Any) -> Any:

@@ -477,8 +477,11 @@ class ShardModelContract:
         digest = store.save_tensors("model.pt", state)
         loaded = store.load_tensors("model.pt", digest)
         _assert_same_state(state, loaded, "RunStore round trip")
+        fresh = model.clone()  # the engine loads checkpoints into fresh clones, no setup()
+        fresh.load_state_dict(loaded)
+        _assert_same_state(state, fresh.state_dict(), "load_state_dict() into a fresh clone")
         fresh = model.clone()
-        fresh.setup(data, seed=self.seed + 1)  # as the engine does; loading must overwrite it
+        fresh.setup(data, seed=self.seed + 1)  # loading must also overwrite a set-up model
         fresh.load_state_dict(loaded)
         _assert_same_state(state, fresh.state_dict(), "load_state_dict() into a fresh clone")
         users = np.arange(data.n_users)
@@ -496,7 +499,6 @@ class ShardModelContract:
         store = RunStore(tmp_path)
         digest = store.save_tensors("stage0.pt", first.state_dict())
         resumed = self.make_model()
-        resumed.setup(data, seed=self.seed)
         resumed.load_state_dict(store.load_tensors("stage0.pt", digest))
         resumed.partial_fit(stage1, epoch_seeds=list(self.stage1_seeds))
         straight, _ = self._trained()

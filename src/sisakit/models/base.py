@@ -27,7 +27,8 @@ class ShardModel(Component, ABC):
       ``data.item_active``).
     * :meth:`state_dict` / :meth:`load_state_dict` round-trip the complete training state
       (parameters and optimizer) bit for bit, as tensors only, so training slice by slice
-      through checkpoints equals training straight through.
+      through checkpoints equals training straight through. ``load_state_dict`` works on a
+      fresh clone (no :meth:`setup` first).
     * :meth:`scores` returns a ``(len(user_idx), n_items)`` float tensor (larger is better).
     """
 

@@ -97,53 +97,47 @@ class BPRMF(ShardModel):
         if not isinstance(self.batch_size, (int, np.integer)) or self.batch_size < 1:
             raise ValidationError(f"batch_size must be a positive integer, got {self.batch_size!r}")
 
+    # Internal layout: one table E with the users in rows [0, n_users) and the items after
+    # them, d + 1 columns. A user's last column is a constant 1 and an item's last column is its
+    # bias, so x_uij = <E_u, E_i - E_j> includes b_i - b_j, and one unique/index_add/Adam per
+    # step updates users, items and biases together (the step is kernel-launch bound on a CPU).
+
     def setup(self, space: Any, *, seed: int) -> None:
         self._validate()
-        init_seed = derive_seed(seed, INIT)
-        p, q = self._init_tables(space.n_users, space.n_items, init_seed)
-        b = torch.zeros(space.n_items)
-        st = {"P": p, "Q": q, "b": b}
-        for name, t in list(st.items()):
-            st[f"opt.m{name}"] = torch.zeros_like(t)
-            st[f"opt.v{name}"] = torch.zeros_like(t)
-        st["opt.step"] = torch.zeros((), dtype=torch.int64)
-        st["touched"] = torch.zeros(space.n_users, dtype=torch.bool)
-        dev = resolve_device(self.device)
-        self._state = {k: v.to(dev) for k, v in st.items()}
-        self._init_seed = init_seed
+        self._init_seed = derive_seed(seed, INIT)
         self.n_users, self.n_items = int(space.n_users), int(space.n_items)
+        p, q = self._init_tables(self.n_users, self.n_items, self._init_seed)
+        self._allocate(p, q, torch.zeros(self.n_items))
 
-    def _init_tables(self, n_users: int, n_items: int, init_seed: int
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    def _init_tables(self, n_users: int, n_items: int | None, init_seed: int
+                     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         g = torch_generator(init_seed)
         d = int(self.factors)
         p = torch.randn(n_users, d, generator=g) * self.init_std
-        q = torch.randn(n_items, d, generator=g) * self.init_std
+        q = None if n_items is None else torch.randn(n_items, d, generator=g) * self.init_std
         return p, q
+
+    def _allocate(self, p: torch.Tensor, q: torch.Tensor, b: torch.Tensor) -> None:
+        e = torch.cat([torch.cat([p, torch.ones(len(p), 1)], 1), torch.cat([q, b[:, None]], 1)])
+        dev = resolve_device(self.device)
+        self._state = {
+            "E": e.to(dev),
+            "opt.m": torch.zeros_like(e, device=dev),
+            "opt.v": torch.zeros_like(e, device=dev),
+            "opt.step": torch.zeros((), dtype=torch.int64),
+            "touched": torch.zeros(len(p), dtype=torch.bool, device=dev),
+        }
 
     def _require(self) -> dict[str, torch.Tensor]:
         if self._state is None:
             raise ValidationError("this model has no parameters yet; call fit() or setup() first")
         return self._state
 
-    def _adam_rows(self, name: str, rows: torch.Tensor, grad: torch.Tensor, t: int) -> None:
-        """Adam on the given rows only (index_select/index_copy_ are the fast row kernels)."""
-        st = self._state
-        assert st is not None
-        m, v, w = st[f"opt.m{name}"], st[f"opt.v{name}"], st[name]
-        m_r = m.index_select(0, rows).mul_(_BETA1).add_(grad, alpha=1 - _BETA1)
-        v_r = v.index_select(0, rows).mul_(_BETA2).addcmul_(grad, grad, value=1 - _BETA2)
-        m.index_copy_(0, rows, m_r)
-        v.index_copy_(0, rows, v_r)
-        denom = v_r.sqrt_().div_(math.sqrt(1 - _BETA2**t)).add_(_EPS)
-        w_r = w.index_select(0, rows).addcdiv_(m_r, denom, value=-self.lr / (1 - _BETA1**t))
-        w.index_copy_(0, rows, w_r)
-
     def partial_fit(self, data: Any, *, epoch_seeds: Sequence[int]) -> None:
         st = self._require()
         if len(data) == 0 or not epoch_seeds:
             return
-        dev = st["P"].device
+        dev = st["E"].device
         n_items = self.n_items
         users = torch.from_numpy(np.array(data.user_idx))
         items = torch.from_numpy(np.array(data.item_idx))
@@ -152,72 +146,81 @@ class BPRMF(ShardModel):
         if len(active) == 0:
             raise ValidationError("no active items to sample negatives from")
         n, bs = len(users), int(self.batch_size)
-        reg2 = 2.0 * float(self.reg)
         for seed in epoch_seeds:
             g = torch_generator(seed)
             perm = torch.randperm(n, generator=g)
             eu, ei = users[perm], items[perm]
             ej = sample_negatives(eu, pos_keys, active, n_items, g)
-            eu, ei, ej = eu.to(dev), ei.to(dev), ej.to(dev)
+            eu, ei, ej = eu.to(dev), (ei + self.n_users).to(dev), (ej + self.n_users).to(dev)
             for start in range(0, n, bs):  # one iteration per mini-batch, vectorised inside
-                bu, bi, bj = eu[start:start + bs], ei[start:start + bs], ej[start:start + bs]
-                self._step(bu, bi, bj, reg2)
+                self._step(eu[start:start + bs], ei[start:start + bs], ej[start:start + bs])
 
-    def _step(self, bu: torch.Tensor, bi: torch.Tensor, bj: torch.Tensor, reg2: float) -> None:
+    def _step(self, bu: torch.Tensor, bi: torch.Tensor, bj: torch.Tensor) -> None:
+        """One BPR step on rows ``bu`` (users) and ``bi``/``bj`` (items, offset by n_users)."""
         st = self._state
         assert st is not None
-        P, Q, b = st["P"], st["Q"], st["b"]
+        E, m, v = st["E"], st["opt.m"], st["opt.v"]
         st["opt.step"] += 1
         t = int(st["opt.step"])
-        pu, qi, qj = P[bu], Q[bi], Q[bj]
+        d = int(self.factors)
+        pu, qi, qj = E.index_select(0, bu), E.index_select(0, bi), E.index_select(0, bj)
         diff = qi - qj
-        x = (pu * diff).sum(1) + b[bi] - b[bj]
+        x = (pu * diff).sum(1)
         scale = 1.0 / len(bu)
-        gx = -torch.sigmoid(-x) * scale  # d/dx of -log(sigmoid(x)), averaged over the batch
-        g_pu = gx[:, None] * diff + (reg2 * scale) * pu
-        g_qi = gx[:, None] * pu + (reg2 * scale) * qi
-        g_qj = -gx[:, None] * pu + (reg2 * scale) * qj
-        urows, uinv = torch.unique(bu, return_inverse=True)
-        st["touched"][urows] = True
-        gp = torch.zeros(len(urows), P.shape[1], device=P.device).index_add_(0, uinv, g_pu)
-        irows, iinv = torch.unique(torch.cat([bi, bj]), return_inverse=True)
-        gq = torch.zeros(len(irows), Q.shape[1], device=Q.device).index_add_(
-            0, iinv, torch.cat([g_qi, g_qj])
-        )
-        gb = torch.zeros(len(irows), device=b.device).index_add_(0, iinv, torch.cat([gx, -gx]))
-        self._adam_rows("P", urows, gp, t)
-        self._adam_rows("Q", irows, gq, t)
-        self._adam_rows("b", irows, gb, t)
+        gx = (torch.sigmoid(-x) * -scale)[:, None]  # d/dx of -log(sigmoid(x)), batch mean
+        c = 2.0 * float(self.reg) * scale
+        g_pu = torch.addcmul(pu * c, gx, diff)
+        g_pu[:, d] = 0.0  # the constant column of a user never moves
+        g_qi = torch.addcmul(qi * c, gx, pu)
+        g_qj = torch.addcmul(qj * c, gx, pu, value=-1.0)
+        rows, inv = torch.unique(torch.cat([bu, bi, bj]), return_inverse=True)
+        grad = torch.zeros(len(rows), d + 1, device=E.device).index_add_(
+            0, inv, torch.cat([g_pu, g_qi, g_qj]))
+        st["touched"][bu] = True
+        # Row-sparse Adam: read, update and write back only the rows of this batch.
+        m_r = m.index_select(0, rows).mul_(_BETA1).add_(grad, alpha=1 - _BETA1)
+        v_r = v.index_select(0, rows).mul_(_BETA2).addcmul_(grad, grad, value=1 - _BETA2)
+        m.index_copy_(0, rows, m_r)
+        v.index_copy_(0, rows, v_r)
+        denom = v_r.sqrt_().div_(math.sqrt(1 - _BETA2**t)).add_(_EPS)
+        E.index_copy_(0, rows, E.index_select(0, rows).addcdiv_(
+            m_r, denom, value=-self.lr / (1 - _BETA1**t)))
 
     def scores(self, user_idx: np.ndarray | torch.Tensor) -> torch.Tensor:
         st = self._require()
-        u = torch.as_tensor(np.asarray(user_idx), dtype=torch.int64, device=st["P"].device)
-        return st["P"][u] @ st["Q"].T + st["b"]
+        E = st["E"]
+        u = torch.as_tensor(np.asarray(user_idx), dtype=torch.int64, device=E.device)
+        return E.index_select(0, u) @ E[self.n_users:].T  # the constant column adds the bias
 
-    _TABLE_KEYS = ("Q", "b", "opt.mQ", "opt.vQ", "opt.mb", "opt.vb", "opt.step")
-    _ROW_KEYS = ("P", "opt.mP", "opt.vP")
+    _KEYS = ("init_seed", "n_users", "user_rows", "P", "opt.mP", "opt.vP", "Q", "b", "opt.mQ",
+             "opt.vQ", "opt.mb", "opt.vb", "opt.step")
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """Training state. User rows are stored only where training touched them: the other rows
         still hold their seeded initial value, which ``init_seed`` regenerates. This keeps a
         shard's checkpoint proportional to the shard, not to the whole user base."""
         st = self._require()
+        d, nu = int(self.factors), self.n_users
         rows = torch.nonzero(st["touched"]).flatten()
         seed = self._init_seed - (1 << 64) if self._init_seed >= (1 << 63) else self._init_seed
-        out = {
+        E, m, v = (st[k].detach().cpu() for k in ("E", "opt.m", "opt.v"))
+        r = rows.cpu()
+        return {
             "init_seed": torch.tensor(seed, dtype=torch.int64),
-            "n_users": torch.tensor(self.n_users, dtype=torch.int64),
-            "user_rows": rows.cpu(),
+            "n_users": torch.tensor(nu, dtype=torch.int64),
+            "user_rows": r.clone(),
+            "P": E[r, :d].clone(), "opt.mP": m[r, :d].clone(), "opt.vP": v[r, :d].clone(),
+            "Q": E[nu:, :d].clone(), "b": E[nu:, d].clone(),
+            "opt.mQ": m[nu:, :d].clone(), "opt.vQ": v[nu:, :d].clone(),
+            "opt.mb": m[nu:, d].clone(), "opt.vb": v[nu:, d].clone(),
+            "opt.step": st["opt.step"].detach().cpu().clone(),
         }
-        out.update({k: st[k][rows].detach().cpu().clone() for k in self._ROW_KEYS})
-        out.update({k: st[k].detach().cpu().clone() for k in self._TABLE_KEYS})
-        return out
 
     def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
-        expected = {"init_seed", "n_users", "user_rows", *self._ROW_KEYS, *self._TABLE_KEYS}
-        if set(state) != expected:
+        """Restore a :meth:`state_dict` (no :meth:`setup` needed first)."""
+        if set(state) != set(self._KEYS):
             raise ValidationError(
-                f"state has keys {sorted(state)}, expected {sorted(expected)}; it was not saved "
+                f"state has keys {sorted(state)}, expected {sorted(self._KEYS)}; it was not saved "
                 "by a bpr-mf model"
             )
         if state["Q"].ndim != 2 or state["Q"].shape[1] != self.factors:
@@ -228,32 +231,37 @@ class BPRMF(ShardModel):
         self._validate()
         n_users, n_items = int(state["n_users"]), int(state["Q"].shape[0])
         init_seed = int(state["init_seed"]) & 0xFFFF_FFFF_FFFF_FFFF
-        p, _ = self._init_tables(n_users, n_items, init_seed)
         rows = state["user_rows"].long()
         if len(rows) and (int(rows.min()) < 0 or int(rows.max()) >= n_users):
             raise ValidationError("state has user rows outside the user table")
-        st = {k: state[k].clone() for k in self._TABLE_KEYS}
-        st["P"] = p
-        st["P"][rows] = state["P"]
-        for k in ("opt.mP", "opt.vP"):
-            st[k] = torch.zeros_like(p)
-            st[k][rows] = state[k]
-        st["touched"] = torch.zeros(n_users, dtype=torch.bool)
-        st["touched"][rows] = True
-        dev = resolve_device(self.device)
-        self._state = {k: v.to(dev) for k, v in st.items()}
-        self._init_seed = init_seed
-        self.n_users, self.n_items = n_users, n_items
+        p, _ = self._init_tables(n_users, None, init_seed)
+        p[rows] = state["P"]
+        self.n_users, self.n_items, self._init_seed = n_users, n_items, init_seed
+        self._allocate(p, state["Q"], state["b"])
+        st, d = self._state, int(self.factors)
+        for key, src in (("opt.m", "m"), ("opt.v", "v")):
+            full = torch.zeros(n_users + n_items, d + 1)
+            full[rows, :d] = state[f"opt.{src}P"]
+            full[n_users:, :d] = state[f"opt.{src}Q"]
+            full[n_users:, d] = state[f"opt.{src}b"]
+            st[key] = full.to(st["E"].device)
+        st["opt.step"] = state["opt.step"].clone()
+        st["touched"][rows.to(st["touched"].device)] = True
 
     def user_embeddings(self) -> torch.Tensor:
-        return self._require()["P"]
+        """User factors ``(n_users, factors)`` (a view of the live parameters)."""
+        return self._require()["E"][: self.n_users, : self.factors]
 
     def item_embeddings(self) -> torch.Tensor:
-        return self._require()["Q"]
+        """Item factors ``(n_items, factors)`` (a view of the live parameters)."""
+        return self._require()["E"][self.n_users:, : self.factors]
+
+    def item_biases(self) -> torch.Tensor:
+        """Item biases ``(n_items,)`` (a view of the live parameters)."""
+        return self._require()["E"][self.n_users:, self.factors]
 
     def n_parameters(self) -> int:
-        st = self._require()
-        return int(st["P"].numel() + st["Q"].numel() + st["b"].numel())
+        return (self.n_users + self.n_items) * int(self.factors) + self.n_items
 
 
 @hookimpl
