@@ -330,6 +330,7 @@ def test_tampered_or_truncated_checkpoint_is_refused(data, tmp_path):
         sisakit.SISA.load(run)
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning")
 def test_pickle_payload_is_refused_without_executing(data, tmp_path):
     run = tmp_path / "run"
     make(workdir=run).fit(data)
@@ -396,3 +397,29 @@ def test_sisa_unlearner_plugin_is_the_same_as_forget(data):
     assert result.report.records_removed == int((data.user_idx == 2).sum())
     with pytest.raises(sisakit.ValidationError, match="ForgetRequest"):
         unlearner.unlearn(model, sisakit.AttributeRequest(attribute="gender"))
+
+
+def test_failed_commit_rolls_back_memory_and_disk(data, tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    model = make(workdir=run).fit(data)
+    manifest_before = (run / "manifest.json").read_bytes()
+    files_before = sorted(p.relative_to(run).as_posix() for p in run.rglob("*") if p.is_file())
+    params = model.parameters()
+
+    def boom(self, manifest):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(sisakit.store.RunStore, "write_manifest", boom)
+    with pytest.raises(OSError, match="disk full"):
+        model.forget(users=[data.user_ids[1]])
+    monkeypatch.undo()
+    assert (run / "manifest.json").read_bytes() == manifest_before
+    files_after = sorted(p.relative_to(run).as_posix() for p in run.rglob("*") if p.is_file())
+    assert files_after == files_before
+    assert len(model.data) == len(data) and not model.is_forgotten(data.user_ids[1])
+    assert parameters_equal(model, sisakit.SISA.load(run))[0]
+    assert all(torch.equal(a[k], b[k]) for a, b in zip(params, model.parameters(), strict=True)
+               for k in a)
+    # The run is still usable: the same forget now succeeds and is exact.
+    model.forget(users=[data.user_ids[1]])
+    assert_exact(model, data.without(users=[data.user_ids[1]]))

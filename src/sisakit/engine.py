@@ -34,7 +34,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import plugins
-from ._device import resolve_device, torch_threads
+from ._device import deterministic, resolve_device, torch_threads
 from ._hashing import bucket, salted_digest
 from ._rng import derive_seed
 from ._version import __version__
@@ -336,14 +336,15 @@ class SISA:
         ``start - 1``), saving a checkpoint after each stage."""
         model = self._model.clone()
         names: list[str] = []
-        in_shard = shard == s
-        with torch_threads(self.threads_per_shard):
+        rows = np.flatnonzero(shard == s)
+        rows_slice = slice_[rows]
+        with torch_threads(self.threads_per_shard), deterministic(self.device):
             if state is None:
                 model.setup(data, seed=derive_seed(self.seed, s))
             else:
                 model.load_state_dict(state)
             for r in range(start, self.n_slices):
-                stage = data.take(np.flatnonzero(in_shard & (slice_ <= r)))
+                stage = data.take(rows[rows_slice <= r])
                 model.partial_fit(stage, epoch_seeds=self._stage_seeds(s, r))
                 name = f"checkpoints/shard-{s:04d}/slice-{r:04d}.g{generation}.pt"
                 files[name] = self._store.save_tensors(name, model.state_dict())
@@ -355,24 +356,32 @@ class SISA:
     def _fit_aggregator(self, files: dict[str, str], generation: int) -> str | None:
         if not self._aggregator.requires_fit:
             return None
-        with torch_threads(self.threads_per_shard):
+        with torch_threads(self.threads_per_shard), deterministic(self.device):
             self._aggregator.fit(self, self._data)
         name = f"state/aggregator.g{generation}.pt"
         files[name] = self._store.save_tensors(name, self._aggregator.state_dict())
         return name
 
-    def _refresh_index(self) -> None:
-        """Derived lookup tables: records per (shard, user), items seen per shard, popularity."""
+    def _refresh_index(self, removed: np.ndarray | None = None) -> None:
+        """Derived lookup tables: records per (shard, user), items seen per shard, popularity.
+
+        ``removed`` (the records just deleted, indexing the data *before* the deletion, with
+        their shards) updates the tables incrementally instead of recounting every record.
+        """
         d, S = self._data, self.n_shards
-        self._counts = torch.from_numpy(
-            np.bincount(self._shard * d.n_users + d.user_idx, minlength=S * d.n_users)
-            .reshape(S, d.n_users).astype(np.float32)
-        )
-        self._item_seen = torch.from_numpy(
-            np.bincount(self._shard * d.n_items + d.item_idx, minlength=S * d.n_items)
-            .reshape(S, d.n_items) > 0
-        )
-        pop = d.item_counts().astype(np.float64)
+        if removed is None:
+            self._counts = torch.from_numpy(
+                np.bincount(self._shard * d.n_users + d.user_idx, minlength=S * d.n_users)
+                .reshape(S, d.n_users).astype(np.float32))
+            self._item_counts = np.bincount(
+                self._shard * d.n_items + d.item_idx, minlength=S * d.n_items
+            ).reshape(S, d.n_items)
+        else:
+            r_shard, r_user, r_item = removed
+            np.subtract.at(self._counts.numpy(), (r_shard, r_user), 1.0)
+            np.subtract.at(self._item_counts, (r_shard, r_item), 1)
+        self._item_seen = torch.from_numpy(self._item_counts > 0)
+        pop = self._item_counts.sum(0).astype(np.float64)
         self._popularity = torch.from_numpy(pop / (pop.max() + 1.0)).float()
         self._seen_csr_cache = None
 
@@ -544,7 +553,7 @@ class SISA:
         noop = {"users": 0, "items": 0, "interactions": 0}
         new_hashes: dict[str, list[str]] = {"users": [], "items": [], "interactions": []}
         # Users: a user with no records left is a no-op only if they were forgotten before.
-        user_counts = np.bincount(data.user_idx, minlength=data.n_users)
+        user_counts = self._counts.sum(0).numpy()
         for raw, idx in zip(request.users, req.users, strict=True):
             h = digest("users", raw)
             if user_counts[idx] == 0 and h in forgotten["users"]:
@@ -608,6 +617,7 @@ class SISA:
             )
         files = dict(self._files)
         stage_work = self._stage_work(new_shard, new_slice)
+        removed = (self._shard[remove], data.user_idx[remove], data.item_idx[remove])
         snapshot = self._snapshot()
         try:
             self._generation += 1
@@ -625,7 +635,7 @@ class SISA:
                     new_ckpt[s][r:] = names
             self._data, self._shard, self._slice = new_data, new_shard, new_slice
             self._models, self._ckpt = new_models, new_ckpt
-            self._refresh_index()
+            self._refresh_index(removed)
             ta = time.perf_counter()
             agg_file = self._fit_aggregator(files, self._generation)
             report.aggregator_seconds = time.perf_counter() - ta
