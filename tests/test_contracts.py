@@ -51,6 +51,13 @@ class TestBPRMF(ShardModelContract):
         return plugins.get("model", "bpr-mf")(factors=8, batch_size=64, device="cpu")
 
 
+class TestIALS(ShardModelContract):
+    component = ("model", "ials")
+
+    def make_model(self):
+        return plugins.get("model", "ials")(factors=8, device="cpu")
+
+
 class TestPopularity(ShardModelContract):
     component = ("model", "popularity")
 

@@ -36,6 +36,7 @@ __all__ = [
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "sisakit.sharders.random",
     "sisakit.models.bpr",
+    "sisakit.models.ials",
     "sisakit.models.popularity",
     "sisakit.aggregators.linear",
     "sisakit.unlearners.sisa",

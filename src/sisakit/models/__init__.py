@@ -2,6 +2,7 @@
 
 from .base import ShardModel
 from .bpr import BPRMF
+from .ials import IALS
 from .popularity import Popularity
 
-__all__ = ["BPRMF", "Popularity", "ShardModel"]
+__all__ = ["BPRMF", "IALS", "Popularity", "ShardModel"]
