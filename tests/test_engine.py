@@ -183,14 +183,23 @@ def test_never_seen_interaction_is_an_error(data):
     assert i is not None
 
 
-def test_empty_request_and_shard_emptying_forget_are_rejected(data):
+def test_empty_request_is_rejected_and_a_shard_may_be_emptied(data):
     model = make(2, 1).fit(data)
     with pytest.raises(sisakit.ValidationError, match="empty forget request"):
         model.forget()
-    shard0_users = np.unique(data.user_ids[data.user_idx[model._shard == 0]]).tolist()
-    with pytest.raises(sisakit.ValidationError, match="without data"):
-        model.forget(users=shard0_users)
-    assert len(model.data) == len(data)
+    assert len(model.history) == 0
+    # An erasure request is never refused because it empties a shard.
+    shard0 = model._shard == 0
+    users = np.unique(data.user_ids[data.user_idx[shard0]]).tolist()
+    keep = ~np.isin(data.user_ids[data.user_idx], users)
+    stored = (model._shard[keep], model._slice[keep])
+    report = model.forget(users=users)
+    assert report.records_removed == int(shard0.sum())
+    assert model._counts[0].sum() == 0
+    ref = make(2, 1).fit(data.without(users=users), assignment=stored)
+    assert parameters_equal(model, ref)[0]
+    left = data.without(users=users).user_ids
+    assert np.array_equal(model.recommend(left, k=5), ref.recommend(left, k=5))
 
 
 @pytest.mark.parametrize(
@@ -346,11 +355,35 @@ def test_pickle_payload_is_refused_without_executing(data, tmp_path):
     (run / name).write_bytes(payload)
     import hashlib
 
-    manifest["files"][name] = hashlib.sha256(payload).hexdigest()  # even with a valid checksum
-    (run / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(sisakit.CheckpointError, match="refused"):
+    # An attacker who also fixes every checksum still cannot make sisakit unpickle code.
+    manifest["files"][name] = hashlib.sha256(payload).hexdigest()
+    sisakit.store.RunStore(run).write_manifest(manifest)
+    with pytest.raises(sisakit.CheckpointError) as err:
         sisakit.SISA.load(run)
+    assert "refused without executing any code" in str(err.value)
     assert not marker.exists()
+
+
+def test_edited_manifest_is_detected(data, tmp_path):
+    run = tmp_path / "run"
+    make(workdir=run).fit(data)
+    manifest = json.loads((run / "manifest.json").read_text())
+    manifest["config"]["epochs"] = 99  # would silently break exactness of later forgets
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(sisakit.CheckpointError) as err:
+        sisakit.SISA.load(run)
+    assert "checksum does not match" in str(err.value)
+
+
+def test_damaged_manifest_is_a_checkpoint_error(data, tmp_path):
+    run = tmp_path / "run"
+    make(workdir=run).fit(data)
+    manifest = json.loads((run / "manifest.json").read_text())
+    del manifest["data_files"]
+    sisakit.store.RunStore(run).write_manifest(manifest)
+    with pytest.raises(sisakit.CheckpointError) as err:
+        sisakit.SISA.load(run)
+    assert "damaged" in str(err.value)
 
 
 def test_newer_format_and_missing_run_are_clear_errors(data, tmp_path):

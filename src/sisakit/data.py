@@ -11,7 +11,7 @@ import scipy.sparse as sp
 
 from .errors import DataError, UnknownIdError, ValidationError
 
-__all__ = ["IdMap", "Interactions", "ResolvedRequest"]
+__all__ = ["IdMap", "Interactions", "ResolvedRequest", "canonical_id"]
 
 
 def _readonly(a: np.ndarray) -> np.ndarray:
@@ -47,6 +47,18 @@ def _as_id_array(values: Any, what: str) -> np.ndarray:
         f"{what} has dtype {arr.dtype}; ids must be integers or strings (convert float ids "
         "with .astype(int) or .astype(str))"
     )
+
+
+def canonical_id(value: Any) -> Any:
+    """A raw id as a plain Python ``int`` or ``str`` (numpy scalars unwrapped), so the same id
+    always hashes and compares the same way whatever container it came in."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise ValidationError(
+            f"ids must be integers or strings, got {value!r} ({type(value).__name__})"
+        )
+    return value
 
 
 class IdMap:
@@ -253,6 +265,13 @@ class Interactions:
         fields = {name: getattr(self, name) for name in self._FIELDS}
         fields.update(changes)
         return Interactions(**fields)
+
+    def _evolve(self, **changes: Any) -> Interactions:
+        """Like :meth:`replace` without re-validating the records (internal, trusted changes)."""
+        out = object.__new__(Interactions)
+        for name in self._FIELDS:
+            object.__setattr__(out, name, changes.get(name, getattr(self, name)))
+        return out
 
     def with_user_attributes(self, ids: Any, **columns: Any) -> Interactions:
         """Attach user attribute columns given for raw user ids ``ids`` (aligned by id)."""

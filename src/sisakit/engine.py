@@ -39,8 +39,8 @@ from ._hashing import bucket, salted_digest
 from ._rng import derive_seed
 from ._version import __version__
 from .aggregators.base import Aggregator
-from .data import Interactions
-from .errors import CheckpointError, UnknownIdError, ValidationError
+from .data import IdMap, Interactions, canonical_id
+from .errors import CheckpointError, PluginError, SisakitError, UnknownIdError, ValidationError
 from .models.base import ShardModel
 from .sharders.base import Sharder
 from .store import FORMAT_VERSION, RunStore
@@ -135,12 +135,9 @@ class SISA:
     # ------------------------------------------------------------------ configuration
     def _make_config(self) -> dict[str, Any]:
         config = {
-            "model": {"name": plugins.name_of("model", self._model),
-                      "params": self._model.get_params()},
-            "sharder": {"name": plugins.name_of("sharder", self._sharder),
-                        "params": self._sharder.get_params()},
-            "aggregator": {"name": plugins.name_of("aggregator", self._aggregator),
-                           "params": self._aggregator.get_params()},
+            "model": _component_config("model", self._model),
+            "sharder": _component_config("sharder", self._sharder),
+            "aggregator": _component_config("aggregator", self._aggregator),
             "n_shards": self.n_shards,
             "n_slices": self.n_slices,
             "epochs": self.epochs,
@@ -245,13 +242,16 @@ class SISA:
             slice_ = bucket(self._sharder.unit_keys(data), self.n_slices, self.seed, "slice")
         else:
             shard, slice_ = (np.asarray(a) for a in assignment)
-        self._validate_assignment(data, shard, slice_)
+        # A stored assignment may leave a shard empty (all its users were forgotten): such a shard
+        # keeps its seeded initial state and contributes nothing.
+        self._validate_assignment(data, shard, slice_, allow_empty=assignment is not None)
         t0, c0 = time.perf_counter(), time.process_time()
         self._data = data
         self._shard = shard.astype(np.int64)
         self._slice = slice_.astype(np.int64)
         self._salt = secrets.token_hex(16)
         self._forgotten: dict[str, list[str]] = {"users": [], "items": [], "interactions": []}
+        self._tombstones: dict[str, int] = {}
         self._history: list[dict[str, Any]] = []
         self._generation = 0
         files: dict[str, str] = {}
@@ -299,7 +299,8 @@ class SISA:
             )
         root.mkdir(parents=True, exist_ok=True)
 
-    def _validate_assignment(self, data: Interactions, shard: np.ndarray, slice_: np.ndarray) -> None:
+    def _validate_assignment(self, data: Interactions, shard: np.ndarray, slice_: np.ndarray,
+                             *, allow_empty: bool = False) -> None:
         for name, arr, hi in (("shard", shard, self.n_shards), ("slice", slice_, self.n_slices)):
             if arr.shape != (len(data),) or arr.dtype.kind not in "iu":
                 raise ValidationError(
@@ -310,7 +311,7 @@ class SISA:
                 raise ValidationError(f"{name} ids must lie in [0, {hi}), got [{arr.min()}, "
                                       f"{arr.max()}]")
         sizes = np.bincount(shard, minlength=self.n_shards)
-        if (sizes == 0).any():
+        if (sizes == 0).any() and not allow_empty:
             raise ValidationError(
                 f"shard(s) {np.flatnonzero(sizes == 0).tolist()} received no records; use fewer "
                 f"shards (n_shards={self.n_shards}) or a balanced sharder"
@@ -356,8 +357,10 @@ class SISA:
     def _fit_aggregator(self, files: dict[str, str], generation: int) -> str | None:
         if not self._aggregator.requires_fit:
             return None
+        fresh = self._aggregator.clone()  # refit from scratch; the old one stays for rollback
         with torch_threads(self.threads_per_shard), deterministic(self.device):
-            self._aggregator.fit(self, self._data)
+            fresh.fit(self, self._data)
+        self._aggregator = fresh
         name = f"state/aggregator.g{generation}.pt"
         files[name] = self._store.save_tensors(name, self._aggregator.state_dict())
         return name
@@ -433,17 +436,23 @@ class SISA:
             "aggregator_file": agg_file,
             "files": dict(sorted(files.items())),
             "forgotten": {"salt": self._salt, **self._forgotten},
+            "tombstones": self._tombstones,
             "history": self._history,
             "timings": self._timings,
         }
-        self._store.write_manifest(manifest)
+        self._store.write_manifest(manifest)  # the commit point
         superseded = set(getattr(self, "_files", {})) - set(manifest["files"])
         self._files = manifest["files"]
-        if getattr(self, "_sweep", True):
-            self._store.remove_unlisted(self._files)  # after fit, or leftovers of a crash
-            self._sweep = False
-        else:
-            self._store.remove_files(superseded)
+        try:  # best effort: a file left behind is swept by a later commit, never loaded
+            if getattr(self, "_sweep", True):
+                self._store.remove_unlisted(self._files)  # after fit, or a crash's leftovers
+                self._sweep = False
+            else:
+                self._store.remove_files(superseded)
+        except OSError as exc:
+            logger.warning("could not delete superseded run files (%s); they will be removed "
+                           "by a later forget", exc)
+            self._sweep = True
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -459,19 +468,38 @@ class SISA:
         store = RunStore(workdir)
         manifest = store.read_manifest()
         try:
-            cfg = manifest["config"]
-            files = manifest["files"]
-            self = cls(
-                model=cfg["model"]["name"], sharder=cfg["sharder"]["name"],
-                aggregator=cfg["aggregator"]["name"], n_shards=cfg["n_shards"],
-                n_slices=cfg["n_slices"], epochs=cfg["epochs"], seed=cfg["seed"],
-                workdir=workdir, model_params=cfg["model"]["params"],
-                sharder_params=cfg["sharder"]["params"],
-                aggregator_params=cfg["aggregator"]["params"], device=device,
-                threads_per_shard=cfg["threads_per_shard"], progress=progress,
-            )
-        except (KeyError, TypeError) as exc:
-            raise CheckpointError(f"{store.root}/manifest.json lacks {exc}; it is damaged") from exc
+            return cls._from_manifest(store, manifest, device=device, progress=progress)
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+            if isinstance(exc, SisakitError):
+                raise
+            raise CheckpointError(
+                f"{store.root}/manifest.json is damaged ({exc.__class__.__name__}: {exc}); "
+                "restore the run directory from a backup or re-fit"
+            ) from exc
+
+    @classmethod
+    def _from_manifest(cls, store: RunStore, manifest: dict[str, Any], *, device: str,
+                       progress: bool | None) -> SISA:
+        cfg = manifest["config"]
+        files = manifest["files"]
+        for kind in ("model", "sharder", "aggregator"):
+            if not cfg[kind].get("registered", True):
+                raise CheckpointError(
+                    f"the run was fitted with an unregistered {kind} ({cfg[kind]['name']}); "
+                    f"register it through the sisakit plugin hooks so runs can be reopened"
+                )
+        mparams = dict(cfg["model"]["params"])
+        if "device" in mparams:  # the caller's device wins over the one the run was saved on
+            mparams["device"] = str(resolve_device(device))
+        self = cls(
+            model=cfg["model"]["name"], sharder=cfg["sharder"]["name"],
+            aggregator=cfg["aggregator"]["name"], n_shards=cfg["n_shards"],
+            n_slices=cfg["n_slices"], epochs=cfg["epochs"], seed=cfg["seed"],
+            workdir=store.root, model_params=mparams,
+            sharder_params=cfg["sharder"]["params"],
+            aggregator_params=cfg["aggregator"]["params"], device=device,
+            threads_per_shard=cfg["threads_per_shard"], progress=progress,
+        )
         det = manifest.get("determinism", {})
         now = self._determinism()
         for key in ("device_type", "torch_version", "threads_per_shard"):
@@ -508,6 +536,7 @@ class SISA:
         forgotten = dict(manifest["forgotten"])
         self._salt = forgotten.pop("salt")
         self._forgotten = forgotten
+        self._tombstones = {str(h): int(i) for h, i in manifest["tombstones"].items()}
         self._history = manifest.get("history", [])
         self._timings = manifest.get("timings", {})
         self._generation = int(manifest["generation"])
@@ -540,85 +569,76 @@ class SISA:
         request = ForgetRequest(users=users, interactions=interactions, items=items)
         return SisaUnlearner().unlearn(self, request).report
 
+    def _digest(self, kind: str, raw: Any) -> str:
+        return salted_digest(raw, f"{self._salt}:{kind}")
+
     def _forget_request(self, request: ForgetRequest) -> ForgetReport:
         self._require_fitted()
         if request.is_empty():
             raise ValidationError("empty forget request; pass users=, interactions= or items=")
         t0, c0 = time.perf_counter(), time.process_time()
         data = self._data
-        req = data.resolve(users=request.users, interactions=request.interactions,
-                           items=request.items)
         forgotten = {k: set(v) for k, v in self._forgotten.items()}
-        digest = (lambda kind, v: salted_digest(v, f"{self._salt}:{kind}"))  # noqa: E731
         noop = {"users": 0, "items": 0, "interactions": 0}
+        # Users forgotten before are no longer in the id space (only their salted hash is).
+        users_live = [u for u in request.users
+                      if self._digest("users", u) not in forgotten["users"]]
+        noop["users"] = len(request.users) - len(users_live)
+        pairs_live = [p for p in request.interactions
+                      if self._digest("users", p[0]) not in forgotten["users"]]
+        noop["interactions"] = len(request.interactions) - len(pairs_live)
+        req = data.resolve(users=users_live, interactions=pairs_live, items=request.items)
         new_hashes: dict[str, list[str]] = {"users": [], "items": [], "interactions": []}
-        # Users: a user with no records left is a no-op only if they were forgotten before.
-        user_counts = self._counts.sum(0).numpy()
-        for raw, idx in zip(request.users, req.users, strict=True):
-            h = digest("users", raw)
-            if user_counts[idx] == 0 and h in forgotten["users"]:
-                noop["users"] += 1
-            elif h not in forgotten["users"]:
-                new_hashes["users"].append(h)
+        new_hashes["users"] = [self._digest("users", u) for u in users_live]
         for raw, idx in zip(request.items, req.items, strict=True):
-            h = digest("items", raw)
             if not data.item_active[idx]:
                 noop["items"] += 1
-            elif h not in forgotten["items"]:
-                new_hashes["items"].append(h)
+            else:
+                new_hashes["items"].append(self._digest("items", raw))
         never_seen = []
-        for k, pair in enumerate(request.interactions):
-            h = digest("interactions", tuple(pair))
+        for k, pair in enumerate(pairs_live):
+            h = self._digest("interactions", pair)
             if req.pair_found[k]:
                 new_hashes["interactions"].append(h)
-            elif (h in forgotten["interactions"] or digest("users", pair[0]) in forgotten["users"]
-                  or not data.item_active[req.pair_items[k]]):
+            elif h in forgotten["interactions"] or not data.item_active[req.pair_items[k]]:
                 noop["interactions"] += 1
             else:
-                never_seen.append(tuple(pair))
+                never_seen.append(pair)
         if never_seen:
             raise UnknownIdError(
                 "interaction", never_seen,
                 "these (user, item) pairs are not in the training data and were never forgotten; "
                 "nothing was deleted — remove them from the request",
             )
-        newly_inactive = req.items[data.item_active[req.items]]
+        newly_inactive = np.unique(req.items[data.item_active[req.items]])
         remove = req.remove
         report = ForgetReport(records_removed=int(remove.sum()),
                               already_forgotten={k: v for k, v in noop.items() if v})
-        if not remove.any() and len(newly_inactive) == 0:
-            self._remember(new_hashes)
-            report.seconds = time.perf_counter() - t0
-            report.cpu_seconds = time.process_time() - c0
-            self._log_request(request, report)
-            logger.info("forget request was a no-op: %s", report.already_forgotten)
-            return report
         # Earliest affected slice per shard.
-        earliest: dict[int, int] = {}
         if len(newly_inactive):
             earliest = dict.fromkeys(range(self.n_shards), 0)
         else:
-            hit_shards, hit_slices = self._shard[remove], self._slice[remove]
             first = np.full(self.n_shards, self.n_slices, dtype=np.int64)
-            np.minimum.at(first, hit_shards, hit_slices)
+            np.minimum.at(first, self._shard[remove], self._slice[remove])
             earliest = {int(s): int(first[s]) for s in np.flatnonzero(first < self.n_slices)}
         keep = ~remove
         new_data = data.take(keep)
+        space_changed = bool(len(newly_inactive) or len(req.users))
         if len(newly_inactive):
             active = data.item_active.copy()
             active[newly_inactive] = False
-            new_data = new_data.replace(item_active=active)
+            new_data = new_data._evolve(item_active=active)
+        if len(req.users):
+            order = np.argsort(req.users, kind="stable")
+            uniq, first = np.unique(req.users[order], return_index=True)
+            new_data = self._tombstone_users(
+                new_data, uniq, [new_hashes["users"][order[f]] for f in first])
         new_shard, new_slice = self._shard[keep], self._slice[keep]
-        if len(new_data) == 0 or (np.bincount(new_shard, minlength=self.n_shards) == 0).any():
-            empty = np.flatnonzero(np.bincount(new_shard, minlength=self.n_shards) == 0).tolist()
-            raise ValidationError(
-                f"this forget would leave shard(s) {empty} without data; nothing was deleted. "
-                "Re-fit with fewer shards on the remaining data (data.without(...))"
-            )
         files = dict(self._files)
         stage_work = self._stage_work(new_shard, new_slice)
         removed = (self._shard[remove], data.user_idx[remove], data.item_idx[remove])
         snapshot = self._snapshot()
+        committed = False
         try:
             self._generation += 1
             new_models = list(self._models)
@@ -636,24 +656,29 @@ class SISA:
             self._data, self._shard, self._slice = new_data, new_shard, new_slice
             self._models, self._ckpt = new_models, new_ckpt
             self._refresh_index(removed)
-            ta = time.perf_counter()
-            agg_file = self._fit_aggregator(files, self._generation)
-            report.aggregator_seconds = time.perf_counter() - ta
+            agg_file = self._agg_file()
+            if earliest:
+                ta = time.perf_counter()
+                agg_file = self._fit_aggregator(files, self._generation)
+                report.aggregator_seconds = time.perf_counter() - ta
             self._remember(new_hashes)
             report.shards_retrained = sorted(earliest)
             report.earliest_slice = dict(sorted(earliest.items()))
             report.slices_retrained = sum(self.n_slices - r for r in earliest.values())
             report.parameters_retrained = sum(new_models[s].n_parameters() for s in earliest)
             redo = sum(stage_work[s, r:].sum() for s, r in earliest.items())
-            report.work_fraction = float(redo / stage_work.sum())
+            total = stage_work.sum()
+            report.work_fraction = float(redo / total) if total else 0.0
             report.seconds = time.perf_counter() - t0
             report.cpu_seconds = time.process_time() - c0
-            self._log_request(request, report, commit=False)
-            self._commit(files, agg_file, shards=sorted(earliest), space=len(newly_inactive) > 0)
+            self._log_request(request, report)
+            self._commit(files, agg_file, shards=sorted(earliest), space=space_changed)
+            committed = True  # the manifest swap happened: the forget is durable
         except BaseException:
-            # All or nothing: restore the in-memory state and drop the staged files.
-            self._restore(snapshot)
-            self._store.remove_files(set(files) - set(self._files))
+            if not committed:
+                # All or nothing: restore the in-memory state and drop the staged files.
+                self._restore(snapshot)
+                self._store.remove_files(set(files) - set(self._files))
             raise
         report.seconds = time.perf_counter() - t0
         report.cpu_seconds = time.process_time() - c0
@@ -661,13 +686,35 @@ class SISA:
                     report.shards_retrained, report.seconds)
         return report
 
+    def _tombstone_users(self, data: Interactions, idx: np.ndarray, hashes: list[str]
+                         ) -> Interactions:
+        """Replace forgotten users' raw ids by tombstones and blank their attributes, so the run
+        keeps no raw data of theirs (the id space keeps its size and order)."""
+        ids = data.user_ids.copy()
+        if ids.dtype.kind == "U":
+            by_idx = dict(zip(idx.tolist(), hashes, strict=True))
+            stones = np.array([f"\x00forgotten:{by_idx[i][:32]}" for i in idx.tolist()])
+            width = max(ids.dtype.itemsize, stones.dtype.itemsize) // 4
+            ids = ids.astype(f"<U{width}")
+            ids[idx] = stones
+        else:  # integers: fresh negative ids below every id in use
+            ids[idx] = min(int(ids.min()), 0) - 1 - np.arange(len(idx))
+        attrs = {}
+        for key, col in data.user_attributes.items():
+            col = col.copy()
+            col[idx] = _blank(col.dtype)
+            attrs[key] = col
+        self._tombstones.update(zip(hashes, idx.tolist(), strict=True))
+        return data._evolve(user_map=IdMap(ids, "user"), user_attributes=attrs)
+
     _MUTABLE = ("_data", "_shard", "_slice", "_models", "_ckpt", "_generation", "_forgotten",
-                "_history", "_data_files", "_files")
+                "_history", "_data_files", "_files", "_aggregator", "_tombstones")
 
     def _snapshot(self) -> dict[str, Any]:
         snap = {name: getattr(self, name) for name in self._MUTABLE}
         snap["_forgotten"] = {k: list(v) for k, v in self._forgotten.items()}
         snap["_history"] = list(self._history)
+        snap["_tombstones"] = dict(self._tombstones)
         snap["_data_files"] = {"space": self._data_files["space"],
                                "shards": list(self._data_files["shards"])}
         return snap
@@ -688,27 +735,39 @@ class SISA:
             seen = set(self._forgotten[kind])
             self._forgotten[kind] = self._forgotten[kind] + [h for h in hashes if h not in seen]
 
-    def _log_request(self, request: ForgetRequest, report: ForgetReport, *,
-                     commit: bool = True) -> None:
+    def _log_request(self, request: ForgetRequest, report: ForgetReport) -> None:
         self._history.append({
             "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "n_users": len(request.users), "n_interactions": len(request.interactions),
             "n_items": len(request.items), "report": report.as_dict(),
         })
-        if commit:
-            self._commit(dict(self._files), self._agg_file())
 
     def _agg_file(self) -> str | None:
         return next((n for n in self._files if n.startswith("state/aggregator.")), None)
 
     # ------------------------------------------------------------------ scoring
     def _user_index(self, users: Iterable[Any]) -> np.ndarray:
-        raw = np.asarray(list(users) if not isinstance(users, np.ndarray) else users)
+        """Indices of raw user ids; a forgotten user maps to its tombstone (no data left)."""
+        if isinstance(users, (str, bytes)) or np.ndim(users) == 0:
+            raise ValidationError(f"users must be a list of raw ids, e.g. [{users!r}]")
+        raw = users if isinstance(users, np.ndarray) else np.asarray(list(users), dtype=object)
         if raw.ndim != 1:
             raise ValidationError(f"users must be a 1-D list of raw ids, got shape {raw.shape}")
         if len(raw) == 0:
             raise ValidationError("users is empty; pass at least one raw user id")
-        return self._data.user_map.index(raw, "user")
+        idx, known = self._data.user_map.lookup(raw)
+        if known.all():
+            return idx
+        unknown = []
+        for pos in np.flatnonzero(~known):  # only ids not in the map: rare, checked one by one
+            h = self._digest("users", canonical_id(raw[pos]))
+            if h in self._tombstones:
+                idx[pos] = self._tombstones[h]
+            else:
+                unknown.append(raw[pos])
+        if unknown:
+            raise UnknownIdError("user", unknown)
+        return idx
 
     def scores(self, user_idx: np.ndarray) -> torch.Tensor:
         """Ranking scores ``(len(user_idx), n_items)`` (float32) for user *indices*.
@@ -754,9 +813,10 @@ class SISA:
                   batch_size: int = 1024) -> np.ndarray:
         """Top-``k`` raw item ids for each user, best first, in the order of ``users``.
 
-        Works for every known user, including one with no training data left (popularity
-        fallback). Training items are excluded unless ``exclude_seen=False``; forgotten items
-        are never recommended.
+        Works for every known user, including one with no training data left and a forgotten
+        user (popularity fallback). Training items rank after every unseen item unless
+        ``exclude_seen=False`` (they only fill the list when fewer than ``k`` unseen items are
+        left); forgotten items are never recommended.
         """
         self._require_fitted()
         k = _check_int("k", k, 1)
@@ -771,8 +831,9 @@ class SISA:
             if exclude_seen:
                 rows = self._seen_csr[ub]
                 r_idx = np.repeat(np.arange(len(ub)), np.diff(rows.indptr))
+                # Below every unseen item (scores lie above -2e30) but above forgotten items.
                 sc[torch.from_numpy(r_idx), torch.from_numpy(rows.indices.astype(np.int64))] = (
-                    -torch.inf)
+                    -3.0e38)
             out[start:start + len(ub)] = torch.topk(sc, k, dim=1).indices.numpy()
         return self._data.item_ids[out]
 
@@ -797,7 +858,7 @@ class SISA:
         if (user is None) == (item is None):
             raise ValidationError("pass exactly one of user= or item=")
         kind, raw = ("users", user) if item is None else ("items", item)
-        return salted_digest(raw, f"{self._salt}:{kind}") in set(self._forgotten[kind])
+        return self._digest(kind, canonical_id(raw)) in set(self._forgotten[kind])
 
     def __repr__(self) -> str:
         c = self.config
@@ -805,6 +866,27 @@ class SISA:
                 f"aggregator={c['aggregator']['name']!r}, n_shards={self.n_shards}, "
                 f"n_slices={self.n_slices}, epochs={self.epochs}, seed={self.seed}, "
                 f"workdir={str(self.workdir)!r})")
+
+
+def _component_config(kind: str, obj: Any) -> dict[str, Any]:
+    """Name and parameters of a component; unregistered instances work but cannot be reloaded."""
+    try:
+        return {"name": plugins.name_of(kind, obj), "params": obj.get_params()}
+    except PluginError:
+        cls = type(obj)
+        return {"name": f"{cls.__module__}:{cls.__qualname__}", "params": obj.get_params(),
+                "registered": False}
+
+
+def _blank(dtype: np.dtype) -> Any:
+    """The value that erases an attribute of a forgotten user."""
+    if dtype.kind == "f":
+        return np.nan
+    if dtype.kind in "iu":
+        return 0 if dtype.kind == "u" else -1
+    if dtype.kind == "b":
+        return False
+    return ""
 
 
 def parameters_equal(a: SISA, b: SISA) -> tuple[bool, int]:

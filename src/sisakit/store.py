@@ -128,7 +128,10 @@ class RunStore:
         return (self.root / MANIFEST).is_file()
 
     def write_manifest(self, manifest: Mapping[str, Any]) -> None:
-        text = json.dumps(manifest, indent=2, sort_keys=True, default=_json_default)
+        """Write the manifest atomically, with a checksum of its own content."""
+        body = {k: v for k, v in manifest.items() if k != "manifest_sha256"}
+        body["manifest_sha256"] = _manifest_digest(body)
+        text = json.dumps(body, indent=2, sort_keys=True, default=_json_default)
         atomic_write(self.root / MANIFEST, text.encode())
 
     def read_manifest(self) -> dict[str, Any]:
@@ -153,6 +156,11 @@ class RunStore:
             raise CheckpointError(
                 f"{path} has format_version {version}, newer than this sisakit understands "
                 f"({FORMAT_VERSION}); upgrade sisakit to load it"
+            )
+        if manifest.get("manifest_sha256") != _manifest_digest(manifest):
+            raise CheckpointError(
+                f"{path} was modified after sisakit wrote it (its checksum does not match); "
+                "restore it from a backup or re-fit"
             )
         return manifest
 
@@ -179,6 +187,11 @@ class RunStore:
         """Delete the given run files (relative names); missing ones are ignored."""
         for name in names:
             (self.root / name).unlink(missing_ok=True)
+
+
+def _manifest_digest(manifest: Mapping[str, Any]) -> str:
+    body = {k: v for k, v in manifest.items() if k != "manifest_sha256"}
+    return sha256_bytes(json.dumps(body, sort_keys=True, default=_json_default).encode())
 
 
 def _json_default(obj: Any) -> Any:

@@ -7,16 +7,28 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
 
+import numpy as np
+
 from ..base import Component
+from ..data import canonical_id
 from ..errors import ValidationError
 
 
 def _as_tuple(values: Any, what: str) -> tuple:
+    """Request ids as a tuple of plain ints/strs ((user, item) pairs for interactions)."""
     if values is None:
         return ()
-    if isinstance(values, (str, bytes, int)):
+    if isinstance(values, (str, bytes)) or np.ndim(values) == 0:
         raise ValidationError(f"{what} must be a list of ids, e.g. [{values!r}], not a single id")
-    return tuple(tuple(v) if what == "interactions" else v for v in values)
+    if what != "interactions":
+        return tuple(canonical_id(v) for v in values)
+    pairs = []
+    for pair in values:
+        if isinstance(pair, (str, bytes)) or np.ndim(pair) != 1 or len(pair) != 2:
+            raise ValidationError(
+                f"interactions must be (user, item) pairs, e.g. [(1, 10)], got {pair!r}")
+        pairs.append((canonical_id(pair[0]), canonical_id(pair[1])))
+    return tuple(pairs)
 
 
 @dataclass(frozen=True)
