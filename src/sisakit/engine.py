@@ -230,7 +230,7 @@ class SISA:
             raise ValidationError("fit() got empty data; pass at least one interaction")
         if not data.item_active.any():
             raise ValidationError("every item is inactive; nothing can be recommended")
-        self._prepare_workdir()
+        self._check_workdir()
         order = np.argsort(data.record_id, kind="stable")
         if np.any(order != np.arange(len(order))):
             # Records train in record-id order, so a reloaded run sees the same order.
@@ -245,6 +245,7 @@ class SISA:
         # A stored assignment may leave a shard empty (all its users were forgotten): such a shard
         # keeps its seeded initial state and contributes nothing.
         self._validate_assignment(data, shard, slice_, allow_empty=assignment is not None)
+        self._clear_workdir()  # only now that the input is known to be valid
         t0, c0 = time.perf_counter(), time.process_time()
         self._data = data
         self._shard = shard.astype(np.int64)
@@ -275,7 +276,8 @@ class SISA:
                     fit_seconds)
         return self
 
-    def _prepare_workdir(self) -> None:
+    def _check_workdir(self) -> None:
+        """Refuse a workdir that holds another run (unless ``overwrite``) or foreign files."""
         root = self.workdir
         if self._store.has_manifest():
             if not self.overwrite:
@@ -289,15 +291,21 @@ class SISA:
                     f"{root} already holds {what}; reopen it with SISA.load({str(root)!r}), choose "
                     "another workdir, or pass overwrite=True to replace it"
                 )
-            (root / "manifest.json").unlink()
-            shutil.rmtree(root / "checkpoints", ignore_errors=True)
-            shutil.rmtree(root / "state", ignore_errors=True)
         elif root.exists() and (not root.is_dir() or any(root.iterdir())):
             raise CheckpointError(
                 f"workdir {root} exists and is not an empty directory or a sisakit run; choose an "
                 "empty or new directory"
             )
+
+    def _clear_workdir(self) -> None:
+        root = self.workdir
+        if self._store.has_manifest():
+            (root / "manifest.json").unlink()
+            shutil.rmtree(root / "checkpoints", ignore_errors=True)
+            shutil.rmtree(root / "state", ignore_errors=True)
         root.mkdir(parents=True, exist_ok=True)
+        self.__dict__.pop("_files", None)  # a new run: nothing of the old one is listed
+        self._sweep = True
 
     def _validate_assignment(self, data: Interactions, shard: np.ndarray, slice_: np.ndarray,
                              *, allow_empty: bool = False) -> None:
@@ -760,8 +768,11 @@ class SISA:
             return idx
         unknown = []
         for pos in np.flatnonzero(~known):  # only ids not in the map: rare, checked one by one
+            one, ok = self._data.user_map.lookup(np.array([canonical_id(raw[pos])]))
             h = self._digest("users", canonical_id(raw[pos]))
-            if h in self._tombstones:
+            if ok[0]:  # a list mixing ids of two types is looked up one id at a time
+                idx[pos] = one[0]
+            elif h in self._tombstones:
                 idx[pos] = self._tombstones[h]
             else:
                 unknown.append(raw[pos])
