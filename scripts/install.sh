@@ -7,9 +7,16 @@
 set -euo pipefail
 PY="${PYTHON:-python}"
 cd "$(dirname "$0")/.."
+# SISAKIT_TORCH overrides the torch requirement, SISAKIT_TORCH_INDEX adds an index URL (for
+# example PyTorch's CPU wheel index on machines whose default index serves CUDA builds).
 if ! "$PY" -c "import torch" >/dev/null 2>&1; then
-    echo "torch is not installed: installing the CPU build (torch==2.13.0) first"
-    "$PY" -m pip install --quiet "torch==2.13.0"
+    spec="${SISAKIT_TORCH:-torch==2.13.0}"
+    echo "torch is not installed: installing $spec first"
+    if [ -n "${SISAKIT_TORCH_INDEX:-}" ]; then
+        "$PY" -m pip install --quiet "$spec" --index-url "$SISAKIT_TORCH_INDEX"
+    else
+        "$PY" -m pip install --quiet "$spec"
+    fi
 fi
 "$PY" -m pip install --quiet -e ".[dev]"
 "$PY" -c "import sisakit, torch; print(f'sisakit {sisakit.__version__} installed (torch {torch.__version__})')"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -22,6 +23,7 @@ from sisakit.testing import (
     AttackerContract,
     SharderContract,
     ShardModelContract,
+    UnlearnerContract,
     make_attack_data,
     make_interactions,
 )
@@ -142,6 +144,27 @@ class TestShardSizeAggregator(AggregatorContract):
         assert torch.isclose(share.sum(), torch.tensor(1.0, dtype=share.dtype))
 
 
+class TestSisaUnlearner(UnlearnerContract):
+    component = ("unlearner", "sisa")
+    config: ClassVar[dict] = dict(n_shards=2, n_slices=2, epochs=2, seed=0, progress=False,
+                                  device="cpu", model_params={"factors": 4, "batch_size": 64})
+
+    def data(self):
+        return make_interactions(n_users=40, n_items=20, n=300, seed=1)
+
+    def make_unlearner(self):
+        return plugins.get("unlearner", "sisa")()
+
+    def make_model(self):
+        return sisakit.SISA(**self.config).fit(self.data())
+
+    def make_request(self, model):
+        return sisakit.ForgetRequest(users=[self.data().user_ids[3]])
+
+    def reference(self, request):
+        return sisakit.SISA(**self.config).fit(self.data().without(users=request.users))
+
+
 # ---------------------------------------------------------------------------------- registry
 ALL_COMPONENTS = [(kind, name) for kind in plugins.KINDS for name in plugins.names(kind)]
 BASES = {
@@ -156,6 +179,7 @@ CONTRACT_KINDS = {
     ShardModelContract: "model",
     AggregatorContract: "aggregator",
     AttackerContract: "attacker",
+    UnlearnerContract: "unlearner",
 }
 
 
@@ -198,7 +222,7 @@ def test_every_builtin_has_a_contract_class():
 @pytest.mark.parametrize("component", sorted(_contract_classes()), ids=str)
 def test_contract_class_builds_its_component(component):
     cls = _contract_classes()[component]
-    factory = next(getattr(cls(), m) for m in ("make_sharder", "make_model",
+    factory = next(getattr(cls(), m) for m in ("make_unlearner", "make_sharder", "make_model",
                                                "make_aggregator", "make_attacker")
                    if hasattr(cls, m))
     assert type(factory()) is plugins.get(*component)

@@ -88,7 +88,7 @@ def test_ids_are_canonical_whatever_their_container(data):
 
 def test_recommend_fills_with_seen_items_and_never_forgotten_ones():
     users = [1] * 9 + [2]
-    items = list(range(10, 19)) + [19]
+    items = [*range(10, 19), 19]
     d = sisakit.Interactions.from_arrays(users, items)
     model = sisakit.SISA(n_shards=1, n_slices=1, **SMALL).fit(d)
     model.forget(items=[19])

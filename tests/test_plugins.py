@@ -340,8 +340,6 @@ def test_example_plugin_installed_end_to_end(tmp_path):
          str(src)],
         capture_output=True, text=True, timeout=300,
     )
-    if proc.returncode != 0 and "setuptools" in proc.stderr + proc.stdout:
-        pytest.skip(f"cannot build without build isolation: {proc.stderr[-500:]}")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert list(target.glob("sisakit_plugin_example-0.1.0.dist-info"))
 

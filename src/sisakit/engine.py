@@ -158,7 +158,8 @@ class SISA:
             "device_type": self.device.type,
             "torch_version": torch.__version__,
             "threads_per_shard": self.threads_per_shard,
-            "optimizer": f"{type(self._model).__module__}.{type(self._model).__name__}",
+            "model_class": f"{type(self._model).__module__}.{type(self._model).__qualname__}",
+            "optimizer": getattr(self._model, "optimizer_impl", "unspecified"),
             "cuda_deterministic": self.device.type == "cuda",
         }
 
@@ -510,7 +511,7 @@ class SISA:
         )
         det = manifest.get("determinism", {})
         now = self._determinism()
-        for key in ("device_type", "torch_version", "threads_per_shard"):
+        for key in ("device_type", "torch_version", "threads_per_shard", "optimizer"):
             if det.get(key) != now[key]:
                 logger.warning(
                     "run was saved with %s=%r but now %s=%r: later forgets are exact only under "

@@ -44,6 +44,7 @@ __all__ = [
     "AttackerContract",
     "ShardModelContract",
     "SharderContract",
+    "UnlearnerContract",
     "make_attack_data",
     "make_interactions",
 ]
@@ -833,3 +834,75 @@ class AttackerContract:
         attacker = self.make_attacker()
         _check_params_roundtrip(attacker)
         assert isinstance(type(attacker)(), Attacker), "attackers must be default-constructible"
+
+
+# ---------------------------------------------------------------------------------- unlearners
+def _snapshot_model(model: Any) -> list[dict[str, torch.Tensor]]:
+    """Every tensor of a model (a SISA ensemble or a single shard model), copied."""
+    if hasattr(model, "parameters") and callable(model.parameters) and hasattr(model, "forget"):
+        return [{k: v.clone() for k, v in sd.items()} for sd in model.parameters()]
+    return [{k: v.clone() for k, v in model.state_dict().items()}]
+
+
+class UnlearnerContract:
+    """Contract tests for :class:`~sisakit.Unlearner` implementations.
+
+    Provide :meth:`make_unlearner`, :meth:`make_model` (a fitted model it accepts) and
+    :meth:`make_request` (a request for that model). Checks: ``unlearn`` returns an
+    :class:`~sisakit.UnlearnResult` with a report; an approximate unlearner (``exact = False``)
+    leaves its input model bit-for-bit unchanged; an exact unlearner's result equals
+    :meth:`reference` (a model trained without the data) when the subclass provides one.
+    """
+
+    def make_unlearner(self) -> Any:
+        raise NotImplementedError("return an instance of your Unlearner")
+
+    def make_model(self) -> Any:
+        raise NotImplementedError("return a fitted model your unlearner accepts")
+
+    def make_request(self, model: Any) -> Any:
+        raise NotImplementedError("return a ForgetRequest or AttributeRequest for the model")
+
+    def reference(self, request: Any) -> Any:
+        """A model trained from scratch without the request's data (exact unlearners)."""
+        return None
+
+    def test_is_an_unlearner(self) -> None:
+        from .unlearners.base import Unlearner
+
+        assert isinstance(self.make_unlearner(), Unlearner)
+
+    def test_returns_result_with_report(self) -> None:
+        from .unlearners.base import UnlearnResult
+
+        model = self.make_model()
+        result = self.make_unlearner().unlearn(model, self.make_request(model))
+        assert isinstance(result, UnlearnResult)
+        assert result.model is not None and result.report is not None
+
+    def test_approximate_unlearner_never_modifies_its_input(self) -> None:
+        unlearner = self.make_unlearner()
+        if unlearner.exact:
+            pytest.skip("exact unlearner: may update its model in place, durably")
+        model = self.make_model()
+        before = _snapshot_model(model)
+        result = unlearner.unlearn(model, self.make_request(model))
+        assert result.model is not model, "an approximate unlearner must return a new model"
+        for a, b in zip(before, _snapshot_model(model), strict=True):
+            _assert_same_state(a, b, "the input model after unlearn()")
+
+    def test_exact_unlearner_equals_reference(self) -> None:
+        unlearner = self.make_unlearner()
+        if not unlearner.exact:
+            pytest.skip("approximate unlearner")
+        model = self.make_model()
+        request = self.make_request(model)
+        ref = self.reference(request)
+        if ref is None:
+            pytest.skip("no reference model provided")
+        result = unlearner.unlearn(model, request)
+        for a, b in zip(_snapshot_model(result.model), _snapshot_model(ref), strict=True):
+            _assert_same_state(a, b, "exact unlearning vs the scratch reference")
+
+    def test_params_roundtrip(self) -> None:
+        _check_params_roundtrip(self.make_unlearner())

@@ -71,6 +71,16 @@ def _adam_step(param: torch.Tensor, grad: torch.Tensor, m: torch.Tensor, v: torc
 _FUSED_OK: dict[str, bool] = {}
 
 
+def adam_implementation(device: torch.device) -> str:
+    """Which Adam kernel :func:`_adam_step` uses on ``device`` (recorded in run manifests,
+    since exactness is promised only under the same implementation)."""
+    if device.type not in _FUSED_OK:
+        p = torch.zeros(2, device=device)
+        _adam_step(p, torch.ones_like(p), torch.zeros_like(p), torch.zeros_like(p),
+                   torch.zeros((), device=device), 1e-3)
+    return "torch adam fused" if _FUSED_OK[device.type] else "torch adam single-tensor"
+
+
 class BPRMF(ShardModel):
     """BPR matrix factorisation with item biases, trained with row-sparse Adam.
 
@@ -273,8 +283,15 @@ class BPRMF(ShardModel):
         """Item biases ``(n_items,)`` (a view of the live parameters)."""
         return self._require()["E"][self.n_users:, self.factors]
 
+    @property
+    def optimizer_impl(self) -> str:
+        """The optimizer implementation this model trains with on its device."""
+        return f"row-gradient BPR + {adam_implementation(resolve_device(self.device))}"
+
     def n_parameters(self) -> int:
-        return (self.n_users + self.n_items) * int(self.factors) + self.n_items
+        """Trained parameters: the rows of users this model trained on, all items and biases."""
+        touched = int(self._require()["touched"].sum())
+        return (touched + self.n_items) * int(self.factors) + self.n_items
 
 
 @hookimpl

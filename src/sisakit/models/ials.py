@@ -244,8 +244,13 @@ class IALS(ShardModel):
         """Item factors ``(n_items, factors)`` (zero for items without training data)."""
         return self._require()["Y"]
 
+    optimizer_impl = "alternating least squares, conjugate gradient (torch sparse CSR)"
+
     def n_parameters(self) -> int:
-        return (self.n_users + self.n_items) * int(self.factors)
+        """Trained parameters: factors of the users and items that had training data."""
+        st = self._require()
+        trained = int((st["X"].abs().sum(1) > 0).sum()) + int(st["item_initialised"].sum())
+        return trained * int(self.factors)
 
 
 @hookimpl
