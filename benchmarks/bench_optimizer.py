@@ -26,7 +26,7 @@ from sisakit.models import BPRMF
 HERE = Path(__file__).resolve().parent
 
 
-def time_steps(step, n: int, warmup: int = 5) -> float:
+def time_steps(step, n: int, warmup: int = 200) -> float:
     for _ in range(warmup):
         step()
     times = []
@@ -50,9 +50,16 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     g = torch.Generator().manual_seed(0)
     nu, ni, d, bs = args.users, args.items, args.factors, args.batch_size
-    bu = torch.randint(nu, (bs,), generator=g)
-    bi = torch.randint(ni, (bs,), generator=g)
-    bj = torch.randint(ni, (bs,), generator=g)
+    # A fresh batch every step, as in training (one batch over and over drives the logits to
+    # extremes, and denormal gradients would make every variant look slow).
+    n_batches = args.steps + 5
+    batches = [(torch.randint(nu, (bs,), generator=g), torch.randint(ni, (bs,), generator=g),
+                torch.randint(ni, (bs,), generator=g)) for _ in range(n_batches)]
+    cursor = {"k": 0}
+
+    def next_batch():
+        cursor["k"] = (cursor["k"] + 1) % n_batches
+        return batches[cursor["k"]]
 
     results = {}
     for name, fused in (("adam", False), ("adam-fused", True)):
@@ -61,6 +68,7 @@ def main(argv=None) -> int:
         opt = torch.optim.Adam([P, Q], lr=0.01, fused=fused)
 
         def step(P=P, Q=Q, opt=opt):
+            bu, bi, bj = next_batch()
             opt.zero_grad(set_to_none=True)
             x = (P[bu] * (Q[bi] - Q[bj])).sum(1)
             loss = -torch.nn.functional.logsigmoid(x).mean()
@@ -73,7 +81,11 @@ def main(argv=None) -> int:
         np.arange(nu) % nu, np.arange(nu) % ni, user_ids=np.arange(nu), item_ids=np.arange(ni))
     model = BPRMF(factors=d, batch_size=bs, device="cpu")
     model.setup(space, seed=0)
-    results["sisakit"] = time_steps(lambda: model._step(bu, bi + nu, bj + nu), args.steps)
+    def sisakit_step():
+        bu, bi, bj = next_batch()
+        model._step(bu, bi + nu, bj + nu)
+
+    results["sisakit"] = time_steps(sisakit_step, args.steps)
 
     out = {
         "benchmark": "bench_optimizer",
