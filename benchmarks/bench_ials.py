@@ -30,7 +30,7 @@ import sisakit
 from sisakit import metrics
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_sisa import HERE, data_root, load_pairs, machine
+from bench_sisa import HERE, FactorScorer, data_root, load_pairs, machine
 
 
 def implicit_als(train, test, args, seed: int) -> dict | None:
@@ -52,15 +52,7 @@ def implicit_als(train, test, args, seed: int) -> dict | None:
             times.append(time.perf_counter() - t0)
     fit_s = statistics.median(times)
 
-    class Scorer:
-        n_users, n_items = train.n_users, train.n_items
-        uf = torch.from_numpy(np.asarray(model.user_factors))
-        itf = torch.from_numpy(np.asarray(model.item_factors))
-
-        def scores(self, user_idx):
-            return self.uf[torch.as_tensor(user_idx)] @ self.itf.T
-
-    res = metrics.evaluate(Scorer(), train, test, k=(10, 20))
+    res = metrics.evaluate(FactorScorer(train, model), train, test, k=(10, 20))
     return {"fit_seconds": fit_s, "ndcg@10": res["ndcg@10"], "recall@20": res["recall@20"],
             "version": __import__("implicit").__version__}
 

@@ -77,6 +77,18 @@ def machine() -> dict:
     }
 
 
+class FactorScorer:
+    """Adapts an ``implicit`` model (user_factors, item_factors) to sisakit's Scorer protocol."""
+
+    def __init__(self, train: sisakit.Interactions, model) -> None:
+        self.n_users, self.n_items = train.n_users, train.n_items
+        self.uf = torch.from_numpy(np.asarray(model.user_factors))
+        self.itf = torch.from_numpy(np.asarray(model.item_factors))
+
+    def scores(self, user_idx):
+        return self.uf[torch.as_tensor(user_idx)] @ self.itf.T
+
+
 def timed_eval(model, train, test) -> tuple[dict, float]:
     t0 = time.perf_counter()
     res = metrics.evaluate(model, train, test, k=(10, 20))
@@ -100,15 +112,7 @@ def run_implicit(train, test, factors: int, iterations: int, seed: int) -> dict 
         model.fit(csr, show_progress=False)
         fit_s = time.perf_counter() - t0
 
-    class Scorer:
-        n_users, n_items = train.n_users, train.n_items
-        uf = torch.from_numpy(np.asarray(model.user_factors))
-        itf = torch.from_numpy(np.asarray(model.item_factors))
-
-        def scores(self, user_idx):
-            return self.uf[torch.as_tensor(user_idx)] @ self.itf.T
-
-    res, eval_s = timed_eval(Scorer(), train, test)
+    res, eval_s = timed_eval(FactorScorer(train, model), train, test)
     return {"fit_seconds": fit_s, "ndcg@10": res["ndcg@10"], "recall@20": res["recall@20"],
             "eval_seconds": eval_s, "factors": factors, "iterations": iterations,
             "version": __import__("implicit").__version__}

@@ -239,3 +239,10 @@ def test_record_level_slices_restart_where_the_record_was(data, target):
     ref = make(2, 3, sharder="random-interaction").fit(data.without(interactions=[pair]))
     assert parameters_equal(model, ref)[0]
     assert report.records_removed == len(same)
+
+
+def test_refit_of_a_private_run_is_allowed(data):
+    model = make().fit(data)
+    model.fit(data.without(users=[data.user_ids[0]]))
+    assert len(model.data) < len(data)
+    assert parameters_equal(model, make().fit(data.without(users=[data.user_ids[0]])))[0]

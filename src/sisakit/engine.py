@@ -247,6 +247,7 @@ class SISA:
         # keeps its seeded initial state and contributes nothing.
         self._validate_assignment(data, shard, slice_, allow_empty=assignment is not None)
         self._clear_workdir()  # only now that the input is known to be valid
+        self._fitted = False
         t0, c0 = time.perf_counter(), time.process_time()
         self._data = data
         self._shard = shard.astype(np.int64)
@@ -281,7 +282,7 @@ class SISA:
         """Refuse a workdir that holds another run (unless ``overwrite``) or foreign files."""
         root = self.workdir
         if self._store.has_manifest():
-            if not self.overwrite:
+            if not (self.overwrite or self._tmp):  # a private temp run may always be refitted
                 try:
                     other = self._store.read_manifest().get("config")
                 except CheckpointError:
@@ -374,7 +375,7 @@ class SISA:
         files[name] = self._store.save_tensors(name, self._aggregator.state_dict())
         return name
 
-    def _refresh_index(self, removed: np.ndarray | None = None) -> None:
+    def _refresh_index(self, removed: tuple[np.ndarray, ...] | None = None) -> None:
         """Derived lookup tables: records per (shard, user), items seen per shard, popularity.
 
         ``removed`` (the records just deleted, indexing the data *before* the deletion, with
