@@ -81,6 +81,7 @@ def main(argv=None) -> int:
         np.arange(nu) % nu, np.arange(nu) % ni, user_ids=np.arange(nu), item_ids=np.arange(ni))
     model = BPRMF(factors=d, batch_size=bs, device="cpu")
     model.setup(space, seed=0)
+    model._add_users(torch.arange(nu))  # every user trains, as in the unsharded model
     def sisakit_step():
         bu, bi, bj = next_batch()
         model._step(bu, bi + nu, bj + nu)

@@ -268,15 +268,18 @@ def test_items_a_shard_never_saw_rank_below_its_scored_items(data):
     assert np.array_equal(model.scores(np.array([u]))[0].numpy(), scores)
 
 
-def test_users_a_shard_never_saw_are_unaffected_by_it(data):
+def test_users_a_shard_never_saw_are_unaffected_by_it(data, monkeypatch):
     model = make(3, 1).fit(data)
     u = 0
     s = int(model._shard[data.user_idx == u][0])
     before = model.scores(np.array([u])).clone()
     for other in range(3):
-        if other != s:
-            model.shard_models[other].user_embeddings()[u] += 50.0
+        if other != s:  # whatever another shard would say about this user is ignored
+            monkeypatch.setattr(model.shard_models[other], "scores",
+                                lambda idx: torch.full((len(idx), data.n_items), 1e6))
     assert torch.equal(model.scores(np.array([u])), before)
+    assert not torch.equal(model.shard_models[(s + 1) % 3].scores(np.array([u])),
+                           model._models[s].scores(np.array([u])))
 
 
 def test_metrics_evaluate_a_sisa_model(data):

@@ -127,17 +127,23 @@ class BPRMF(ShardModel):
         if not isinstance(self.batch_size, (int, np.integer)) or self.batch_size < 1:
             raise ValidationError(f"batch_size must be a positive integer, got {self.batch_size!r}")
 
-    # Internal layout: one table E with the users in rows [0, n_users) and the items after
-    # them, d + 1 columns. A user's last column is a constant 1 and an item's last column is its
-    # bias, so x_uij = <E_u, E_i - E_j> includes b_i - b_j, and one unique/index_add/Adam per
-    # step updates users, items and biases together (the step is kernel-launch bound on a CPU).
+    # Internal layout: one table E holding the rows of the users this model has trained on
+    # (sorted by user index; ``rows`` maps them back, ``local`` maps user index -> row or -1)
+    # followed by every item, d + 1 columns. A user's last column is a constant 1 and an item's
+    # last column is its bias, so x_uij = <E_u, E_i - E_j> includes b_i - b_j, and one
+    # index_add/Adam per step updates users, items and biases together. Users a shard never
+    # trained on keep their seeded initial vector, regenerated on demand, so a shard's table,
+    # optimizer state and checkpoints scale with the shard rather than the whole user base. Every
+    # update is per row, so this layout gives the same numbers as a full user table would.
 
     def setup(self, space: Any, *, seed: int) -> None:
         self._validate()
         self._init_seed = derive_seed(seed, INIT)
         self.n_users, self.n_items = int(space.n_users), int(space.n_items)
-        p, q = self._init_tables(self.n_users, self.n_items, self._init_seed)
-        self._allocate(p, q, torch.zeros(self.n_items))
+        self._p0: torch.Tensor | None = None
+        _, q = self._init_tables(self.n_users, self.n_items, self._init_seed)
+        self._allocate(torch.zeros(0, dtype=torch.int64), torch.zeros(0, int(self.factors)), q,
+                       torch.zeros(self.n_items))
 
     def _init_tables(self, n_users: int, n_items: int | None, init_seed: int
                      ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -147,17 +153,51 @@ class BPRMF(ShardModel):
         q = None if n_items is None else torch.randn(n_items, d, generator=g) * self.init_std
         return p, q
 
-    def _allocate(self, p: torch.Tensor, q: torch.Tensor, b: torch.Tensor) -> None:
-        e = torch.cat([torch.cat([p, torch.ones(len(p), 1)], 1), torch.cat([q, b[:, None]], 1)])
+    def _initial_users(self) -> torch.Tensor:
+        """The seeded initial user vectors (cached; only rows never trained are read from it)."""
+        if self._p0 is None:
+            self._p0, _ = self._init_tables(self.n_users, None, self._init_seed)
+        return self._p0
+
+    def _allocate(self, rows: torch.Tensor, p: torch.Tensor, q: torch.Tensor, b: torch.Tensor,
+                  m: torch.Tensor | None = None, v: torch.Tensor | None = None,
+                  step: torch.Tensor | None = None) -> None:
         dev = resolve_device(self.device)
+        e = torch.cat([torch.cat([p, torch.ones(len(p), 1)], 1), torch.cat([q, b[:, None]], 1)])
+        local = torch.full((self.n_users,), -1, dtype=torch.int64)
+        local[rows] = torch.arange(len(rows))
         self._state = {
             "E": e.to(dev),
-            "opt.m": torch.zeros_like(e, device=dev),
-            "opt.v": torch.zeros_like(e, device=dev),
-            "opt.step": torch.zeros((), dtype=torch.float32, device=dev),
-            "touched": torch.zeros(len(p), dtype=torch.bool, device=dev),
+            "opt.m": (torch.zeros_like(e) if m is None else m).to(dev),
+            "opt.v": (torch.zeros_like(e) if v is None else v).to(dev),
+            "opt.step": (torch.zeros((), dtype=torch.float32) if step is None
+                         else step.to(torch.float32)).to(dev),
             "grad": torch.zeros_like(e, device=dev),
+            "rows": rows.clone(),
+            "local": local,
         }
+
+    def _add_users(self, users: torch.Tensor) -> None:
+        """Give the users about to be trained their own rows (seeded initial vectors)."""
+        st = self._require()
+        new = users[st["local"][users] < 0]
+        if len(new) == 0:
+            return
+        nl, d = len(st["rows"]), int(self.factors)
+        rows = torch.cat([st["rows"], new])
+        order = torch.argsort(rows)
+        rows = rows[order]
+        p0 = self._initial_users()[new]
+        dev = st["E"].device
+        # Old rows keep their values and moments; new rows start from the seed, moments zero.
+        users_e = torch.cat([st["E"][:nl], torch.cat([p0, torch.ones(len(new), 1)], 1).to(dev)])
+        zeros = torch.zeros(len(new), d + 1, device=dev)
+        users_m = torch.cat([st["opt.m"][:nl], zeros])
+        users_v = torch.cat([st["opt.v"][:nl], zeros])
+        self._allocate(rows, users_e[order, :d].cpu(), st["E"][nl:, :d].cpu(),
+                       st["E"][nl:, d].cpu(),
+                       m=torch.cat([users_m[order], st["opt.m"][nl:]]),
+                       v=torch.cat([users_v[order], st["opt.v"][nl:]]), step=st["opt.step"])
 
     def _require(self) -> dict[str, torch.Tensor]:
         if self._state is None:
@@ -165,31 +205,35 @@ class BPRMF(ShardModel):
         return self._state
 
     def partial_fit(self, data: Any, *, epoch_seeds: Sequence[int]) -> None:
-        st = self._require()
+        self._require()
         if len(data) == 0 or not epoch_seeds:
             return
-        dev = st["E"].device
         n_items = self.n_items
         users = torch.from_numpy(np.array(data.user_idx))
         items = torch.from_numpy(np.array(data.item_idx))
         uniq, local = torch.unique(users, return_inverse=True)
+        self._add_users(uniq)
+        st = self._require()
+        dev = st["E"].device
         positives = torch.zeros(len(uniq) * n_items, dtype=torch.bool)
         positives[local * n_items + items] = True
         active = torch.from_numpy(np.flatnonzero(data.item_active))
         if len(active) == 0:
             raise ValidationError("no active items to sample negatives from")
+        rows_of = st["local"][users]  # each record's user row in E
+        offset = len(st["rows"])  # items follow the user rows
         n, bs = len(users), int(self.batch_size)
         for seed in epoch_seeds:
             g = torch_generator(seed)
             perm = torch.randperm(n, generator=g)
-            eu, ei = users[perm], items[perm]
+            eu, ei = rows_of[perm], items[perm]
             ej = sample_negatives(local[perm], positives, active, n_items, g)
-            eu, ei, ej = eu.to(dev), (ei + self.n_users).to(dev), (ej + self.n_users).to(dev)
+            eu, ei, ej = eu.to(dev), (ei + offset).to(dev), (ej + offset).to(dev)
             for start in range(0, n, bs):  # one iteration per mini-batch, vectorised inside
                 self._step(eu[start:start + bs], ei[start:start + bs], ej[start:start + bs])
 
     def _step(self, bu: torch.Tensor, bi: torch.Tensor, bj: torch.Tensor) -> None:
-        """One BPR step on rows ``bu`` (users) and ``bi``/``bj`` (items, offset by n_users)."""
+        """One BPR step on rows ``bu`` (users) and ``bi``/``bj`` (items) of the table E."""
         st = self._state
         assert st is not None
         E, m, v = st["E"], st["opt.m"], st["opt.v"]
@@ -206,36 +250,47 @@ class BPRMF(ShardModel):
         g_qj = torch.addcmul(qj * c, gx, pu, value=-1.0)
         grad = st["grad"].zero_().index_add_(0, torch.cat([bu, bi, bj]),
                                              torch.cat([g_pu, g_qi, g_qj]))
-        st["touched"][bu] = True
         _adam_step(E, grad, m, v, st["opt.step"], self.lr)
+
+    def _user_vectors(self, user_idx: torch.Tensor) -> torch.Tensor:
+        """(d + 1)-vectors of the given users: trained rows, else the seeded initial vector."""
+        st = self._require()
+        E = st["E"]
+        row = st["local"][user_idx.cpu()]
+        out = torch.empty(len(user_idx), E.shape[1], device=E.device)
+        trained = row >= 0
+        if bool(trained.any()):
+            out[trained.to(E.device)] = E.index_select(0, row[trained].to(E.device))
+        if not bool(trained.all()):
+            p0 = self._initial_users()[user_idx.cpu()[~trained]]
+            out[(~trained).to(E.device)] = torch.cat([p0, torch.ones(len(p0), 1)], 1).to(E.device)
+        return out
 
     def scores(self, user_idx: np.ndarray | torch.Tensor) -> torch.Tensor:
         st = self._require()
         E = st["E"]
-        u = torch.as_tensor(np.asarray(user_idx), dtype=torch.int64, device=E.device)
-        return E.index_select(0, u) @ E[self.n_users:].T  # the constant column adds the bias
+        u = torch.as_tensor(np.asarray(user_idx), dtype=torch.int64)
+        return self._user_vectors(u) @ E[len(st["rows"]):].T  # the constant column adds the bias
 
     _KEYS = ("init_seed", "n_users", "user_rows", "P", "opt.mP", "opt.vP", "Q", "b", "opt.mQ",
              "opt.vQ", "opt.mb", "opt.vb", "opt.step")
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        """Training state. User rows are stored only where training touched them: the other rows
-        still hold their seeded initial value, which ``init_seed`` regenerates. This keeps a
-        shard's checkpoint proportional to the shard, not to the whole user base."""
+        """Training state: the rows of the users this model trained on (the others still hold
+        their seeded initial value, which ``init_seed`` regenerates), every item, the Adam
+        moments and step. Its size follows the shard, not the whole user base."""
         st = self._require()
-        d, nu = int(self.factors), self.n_users
-        rows = torch.nonzero(st["touched"]).flatten()
+        d, nl = int(self.factors), len(st["rows"])
         seed = self._init_seed - (1 << 64) if self._init_seed >= (1 << 63) else self._init_seed
         E, m, v = (st[k].detach().cpu() for k in ("E", "opt.m", "opt.v"))
-        r = rows.cpu()
         return {
             "init_seed": torch.tensor(seed, dtype=torch.int64),
-            "n_users": torch.tensor(nu, dtype=torch.int64),
-            "user_rows": r.clone(),
-            "P": E[r, :d].clone(), "opt.mP": m[r, :d].clone(), "opt.vP": v[r, :d].clone(),
-            "Q": E[nu:, :d].clone(), "b": E[nu:, d].clone(),
-            "opt.mQ": m[nu:, :d].clone(), "opt.vQ": v[nu:, :d].clone(),
-            "opt.mb": m[nu:, d].clone(), "opt.vb": v[nu:, d].clone(),
+            "n_users": torch.tensor(self.n_users, dtype=torch.int64),
+            "user_rows": st["rows"].clone(),
+            "P": E[:nl, :d].clone(), "opt.mP": m[:nl, :d].clone(), "opt.vP": v[:nl, :d].clone(),
+            "Q": E[nl:, :d].clone(), "b": E[nl:, d].clone(),
+            "opt.mQ": m[nl:, :d].clone(), "opt.vQ": v[nl:, :d].clone(),
+            "opt.mb": m[nl:, d].clone(), "opt.vb": v[nl:, d].clone(),
             "opt.step": st["opt.step"].detach().cpu().clone(),
         }
 
@@ -252,36 +307,38 @@ class BPRMF(ShardModel):
                 f"{self.factors} factors"
             )
         self._validate()
-        n_users, n_items = int(state["n_users"]), int(state["Q"].shape[0])
-        init_seed = int(state["init_seed"]) & 0xFFFF_FFFF_FFFF_FFFF
+        n_users = int(state["n_users"])
         rows = state["user_rows"].long()
-        if len(rows) and (int(rows.min()) < 0 or int(rows.max()) >= n_users):
-            raise ValidationError("state has user rows outside the user table")
-        p, _ = self._init_tables(n_users, None, init_seed)
-        p[rows] = state["P"]
-        self.n_users, self.n_items, self._init_seed = n_users, n_items, init_seed
-        self._allocate(p, state["Q"], state["b"])
-        st, d = self._state, int(self.factors)
-        for key, src in (("opt.m", "m"), ("opt.v", "v")):
-            full = torch.zeros(n_users + n_items, d + 1)
-            full[rows, :d] = state[f"opt.{src}P"]
-            full[n_users:, :d] = state[f"opt.{src}Q"]
-            full[n_users:, d] = state[f"opt.{src}b"]
-            st[key] = full.to(st["E"].device)
-        st["opt.step"] = state["opt.step"].to(torch.float32).to(st["E"].device).clone()
-        st["touched"][rows.to(st["touched"].device)] = True
+        if len(rows) and (int(rows.min()) < 0 or int(rows.max()) >= n_users
+                          or bool((rows[1:] <= rows[:-1]).any())):
+            raise ValidationError("state has user rows outside the user table or out of order")
+        self.n_users, self.n_items = n_users, int(state["Q"].shape[0])
+        self._init_seed = int(state["init_seed"]) & 0xFFFF_FFFF_FFFF_FFFF
+        self._p0 = None
+
+        def moments(kind: str) -> torch.Tensor:
+            return torch.cat([
+                torch.cat([state[f"opt.{kind}P"], torch.zeros(len(rows), 1)], 1),
+                torch.cat([state[f"opt.{kind}Q"], state[f"opt.{kind}b"][:, None]], 1)])
+
+        self._allocate(rows, state["P"], state["Q"], state["b"], m=moments("m"),
+                       v=moments("v"), step=state["opt.step"])
 
     def user_embeddings(self) -> torch.Tensor:
-        """User factors ``(n_users, factors)`` (a view of the live parameters)."""
-        return self._require()["E"][: self.n_users, : self.factors]
+        """User factors ``(n_users, factors)``: trained rows, and the seeded initial vector of
+        users this model never trained on (a new tensor, not a view)."""
+        u = torch.arange(self.n_users)
+        return self._user_vectors(u)[:, : self.factors]
 
     def item_embeddings(self) -> torch.Tensor:
         """Item factors ``(n_items, factors)`` (a view of the live parameters)."""
-        return self._require()["E"][self.n_users:, : self.factors]
+        st = self._require()
+        return st["E"][len(st["rows"]):, : self.factors]
 
     def item_biases(self) -> torch.Tensor:
         """Item biases ``(n_items,)`` (a view of the live parameters)."""
-        return self._require()["E"][self.n_users:, self.factors]
+        st = self._require()
+        return st["E"][len(st["rows"]):, self.factors]
 
     @property
     def optimizer_impl(self) -> str:
@@ -290,8 +347,8 @@ class BPRMF(ShardModel):
 
     def n_parameters(self) -> int:
         """Trained parameters: the rows of users this model trained on, all items and biases."""
-        touched = int(self._require()["touched"].sum())
-        return (touched + self.n_items) * int(self.factors) + self.n_items
+        trained = len(self._require()["rows"])
+        return (trained + self.n_items) * int(self.factors) + self.n_items
 
 
 @hookimpl
