@@ -144,6 +144,20 @@ class TestShardSizeAggregator(AggregatorContract):
         assert torch.isclose(share.sum(), torch.tensor(1.0, dtype=share.dtype))
 
 
+class TestXGBoostAttributeAttacker(AttackerContract):
+    component = ("attacker", "xgboost-attribute")
+
+    def make_attacker(self):
+        return plugins.get("attacker", "xgboost-attribute")()
+
+
+class TestMLPAttributeAttacker(AttackerContract):
+    component = ("attacker", "mlp-attribute")
+
+    def make_attacker(self):
+        return plugins.get("attacker", "mlp-attribute")()
+
+
 class TestSisaUnlearner(UnlearnerContract):
     component = ("unlearner", "sisa")
     config: ClassVar[dict] = dict(n_shards=2, n_slices=2, epochs=2, seed=0, progress=False,
@@ -163,6 +177,22 @@ class TestSisaUnlearner(UnlearnerContract):
 
     def reference(self, request):
         return sisakit.SISA(**self.config).fit(self.data().without(users=request.users))
+
+
+class TestPotAUContract(UnlearnerContract):
+    component = ("unlearner", "pot-au")
+    cfg: ClassVar[dict] = {"factors": 8, "batch_size": 256, "device": "cpu"}
+
+    def make_unlearner(self):
+        return plugins.get("unlearner", "pot-au")(steps=5, attackers=())
+
+    def make_model(self):
+        d = sisakit.datasets.synthetic(n_users=120, n_items=40, seed=4)
+        self._labels = d.user_attributes["gender"]
+        return sisakit.models.BPRMF(**self.cfg).fit(d, epochs=2)
+
+    def make_request(self, model):
+        return sisakit.AttributeRequest("gender", labels=self._labels)
 
 
 # ---------------------------------------------------------------------------------- registry

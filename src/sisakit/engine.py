@@ -16,6 +16,7 @@ How exactness holds
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -584,6 +585,12 @@ class SISA:
 
     def _forget_request(self, request: ForgetRequest) -> ForgetReport:
         self._require_fitted()
+        if self.derived_by is not None:
+            raise ValidationError(
+                f"this model was derived by {self.derived_by}; forgetting on it would restore "
+                "checkpoints and silently undo that edit. Forget on the original model (reopen it "
+                "with SISA.load), then apply the edit again"
+            )
         if request.is_empty():
             raise ValidationError("empty forget request; pass users=, interactions= or items=")
         t0, c0 = time.perf_counter(), time.process_time()
@@ -849,6 +856,21 @@ class SISA:
                     -3.0e38)
             out[start:start + len(ub)] = torch.topk(sc, k, dim=1).indices.numpy()
         return self._data.item_ids[out]
+
+    # ------------------------------------------------------------------ derived models
+    derived_by: str | None = None
+
+    def derive(self, models: Sequence[ShardModel], by: str) -> SISA:
+        """A new, in-memory ensemble with the given shard models (e.g. after a post-training
+        edit). It recommends like any SISA model but refuses :meth:`forget`; the run directory
+        still holds the original."""
+        self._require_fitted()
+        if len(models) != self.n_shards:
+            raise ValidationError(f"derive() needs {self.n_shards} shard models, got {len(models)}")
+        other = copy.copy(self)
+        other._models = list(models)
+        other.derived_by = by
+        return other
 
     # ------------------------------------------------------------------ introspection
     def parameters(self) -> list[dict[str, torch.Tensor]]:

@@ -40,6 +40,8 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "sisakit.models.popularity",
     "sisakit.aggregators.linear",
     "sisakit.unlearners.sisa",
+    "sisakit.unlearners.potau",
+    "sisakit.attackers.attribute",
 )
 
 #: Component kind -> (hook name, dotted path of its base class).

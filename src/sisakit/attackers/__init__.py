@@ -1,5 +1,13 @@
-"""Attackers: evidence of what a model still reveals."""
+"""Attackers: evidence of what a model still reveals. Built-ins live in this package."""
 
+from .attribute import AttributeAttacker, MLPAttributeAttacker, XGBoostAttributeAttacker, balance
 from .base import Attacker, AttackResult
 
-__all__ = ["AttackResult", "Attacker"]
+__all__ = [
+    "AttackResult",
+    "Attacker",
+    "AttributeAttacker",
+    "MLPAttributeAttacker",
+    "XGBoostAttributeAttacker",
+    "balance",
+]

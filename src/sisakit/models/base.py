@@ -62,6 +62,19 @@ class ShardModel(Component, ABC):
         """Item embedding matrix ``(n_items, d)``, or None for models without one."""
         return None
 
+    def set_user_embeddings(self, user_idx: torch.Tensor, values: torch.Tensor) -> None:
+        """Overwrite the embeddings of some users (used by post-training unlearners)."""
+        raise ValidationError(
+            f"{type(self).__name__} has no editable user embeddings; attribute unlearning needs "
+            "a factor model such as bpr-mf or ials"
+        )
+
+    def copy(self) -> ShardModel:
+        """An independent copy with the same parameters and training state."""
+        other = self.clone()
+        other.load_state_dict(self.state_dict())
+        return other
+
     def n_parameters(self) -> int:
         """Number of trainable scalars (used in forget reports)."""
         return int(sum(t.numel() for k, t in self.state_dict().items() if not k.startswith("opt.")))

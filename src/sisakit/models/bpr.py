@@ -330,6 +330,13 @@ class BPRMF(ShardModel):
         u = torch.arange(self.n_users)
         return self._user_vectors(u)[:, : self.factors]
 
+    def set_user_embeddings(self, user_idx: torch.Tensor, values: torch.Tensor) -> None:
+        st = self._require()
+        self._add_users(torch.unique(torch.as_tensor(user_idx, dtype=torch.int64).cpu()))
+        st = self._require()
+        rows = st["local"][torch.as_tensor(user_idx, dtype=torch.int64).cpu()].to(st["E"].device)
+        st["E"][rows, : self.factors] = values.to(st["E"].device, st["E"].dtype)
+
     def item_embeddings(self) -> torch.Tensor:
         """Item factors ``(n_items, factors)`` (a view of the live parameters)."""
         st = self._require()

@@ -240,6 +240,11 @@ class IALS(ShardModel):
         """User factors ``(n_users, factors)`` (zero for users without training data)."""
         return self._require()["X"]
 
+    def set_user_embeddings(self, user_idx: torch.Tensor, values: torch.Tensor) -> None:
+        st = self._require()
+        idx = torch.as_tensor(user_idx, dtype=torch.int64).to(st["X"].device)
+        st["X"][idx] = values.to(st["X"].device, st["X"].dtype)
+
     def item_embeddings(self) -> torch.Tensor:
         """Item factors ``(n_items, factors)`` (zero for items without training data)."""
         return self._require()["Y"]

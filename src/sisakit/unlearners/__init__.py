@@ -1,12 +1,14 @@
 """Unlearners: remove data from a trained model. Built-ins live in this package."""
 
 from .base import AttributeRequest, ForgetReport, ForgetRequest, Unlearner, UnlearnResult
+from .potau import PotAU
 from .sisa import SisaUnlearner
 
 __all__ = [
     "AttributeRequest",
     "ForgetReport",
     "ForgetRequest",
+    "PotAU",
     "SisaUnlearner",
     "UnlearnResult",
     "Unlearner",

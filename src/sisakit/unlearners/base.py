@@ -49,10 +49,23 @@ class ForgetRequest:
 
 @dataclass(frozen=True)
 class AttributeRequest:
-    """Make users indistinguishable with respect to a user attribute (attribute unlearning)."""
+    """Make users indistinguishable with respect to a user attribute (attribute unlearning).
+
+    Attributes
+    ----------
+    attribute : str
+        Name of the attribute (a column of ``Interactions.user_attributes`` for models that
+        carry their data, such as :class:`sisakit.SISA`).
+    users : sequence of raw user ids, optional
+        Restrict the unlearning to these users (default: every user with a label).
+    labels : array-like, optional
+        One label per user index (``n_users``), for models that do not carry their data;
+        missing labels may be given as ``None``/NaN/``""``.
+    """
 
     attribute: str
     users: Sequence[Any] | None = None
+    labels: Any = None
 
 
 @dataclass
