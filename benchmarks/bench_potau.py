@@ -55,7 +55,7 @@ def main(argv=None) -> int:
     p.add_argument("--models", nargs="+", default=["bpr-mf"])
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--steps", type=int, default=200)
     p.add_argument("--out", default=str(HERE / "results" / "bench_potau.json"))
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")

@@ -82,10 +82,10 @@ class PotAU(Unlearner):
 
     exact = False
 
-    def __init__(self, steps: int = 300, lr: float = 0.01, u2u_weight: float = 0.1,
+    def __init__(self, steps: int = 200, lr: float = 0.01, u2u_weight: float = 0.1,
                  d2d_weight: float = 1.0, reg_weight: float = 1.0,
                  bandwidths: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0),
-                 max_per_group: int = 1024, seed: int = 0,
+                 max_per_group: int = 512, seed: int = 0,
                  attackers: tuple[str, ...] = ("xgboost-attribute",)) -> None:
         self.steps = steps
         self.lr = lr
