@@ -11,6 +11,7 @@ import torch
 import sisakit
 from sisakit import plugins
 from sisakit.attackers import XGBoostAttributeAttacker, balance
+from sisakit.engine import parameters_equal
 from sisakit.unlearners.potau import PotAU, mmd2, u2u_loss
 
 
@@ -139,3 +140,25 @@ def test_pot_au_needs_user_embeddings(data):
     with pytest.raises(sisakit.ValidationError, match="no user embeddings"):
         PotAU(steps=1, attackers=()).unlearn(
             pop, sisakit.AttributeRequest("gender", labels=data.user_attributes["gender"]))
+
+
+def test_ncf_learns_forgets_exactly_and_supports_pot_au(data):
+    cfg = dict(model="ncf", n_shards=2, n_slices=2, epochs=2, seed=0, progress=False,
+               device="cpu", model_params={"factors": 4, "layers": [8], "batch_size": 512})
+    train, test = sisakit.split.holdout(data, test_fraction=0.2, seed=0)
+    sisa = sisakit.SISA(**cfg).fit(train)
+    user = train.user_ids[5]
+    sisa.forget(users=[user])
+    ref = sisakit.SISA(**cfg).fit(train.without(users=[user]))
+    assert parameters_equal(sisa, ref)[0]
+    single = sisakit.models.NCF(factors=8, layers=(16,), device="cpu").fit(train, epochs=8)
+    one_epoch = sisakit.metrics.evaluate(
+        sisakit.models.NCF(factors=8, layers=(16,), device="cpu").fit(train, epochs=1),
+        train, test)["ndcg@10"]
+    trained = sisakit.metrics.evaluate(single, train, test)["ndcg@10"]
+    assert trained > one_epoch
+    assert single.user_embeddings().shape == (data.n_users, 16)
+    res = PotAU(steps=20, attackers=()).unlearn(
+        single, sisakit.AttributeRequest("gender", labels=data.user_attributes["gender"]))
+    assert not torch.equal(res.model.user_embeddings(), single.user_embeddings())
+    assert torch.equal(res.model.item_embeddings(), single.item_embeddings())

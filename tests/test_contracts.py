@@ -60,6 +60,13 @@ class TestIALS(ShardModelContract):
         return plugins.get("model", "ials")(factors=8, device="cpu")
 
 
+class TestNCF(ShardModelContract):
+    component = ("model", "ncf")
+
+    def make_model(self):
+        return plugins.get("model", "ncf")(factors=4, layers=(8,), batch_size=128, device="cpu")
+
+
 class TestPopularity(ShardModelContract):
     component = ("model", "popularity")
 

@@ -37,6 +37,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "sisakit.sharders.random",
     "sisakit.models.bpr",
     "sisakit.models.ials",
+    "sisakit.models.ncf",
     "sisakit.models.popularity",
     "sisakit.aggregators.linear",
     "sisakit.unlearners.sisa",

@@ -3,6 +3,7 @@
 from .base import ShardModel
 from .bpr import BPRMF
 from .ials import IALS
+from .ncf import NCF
 from .popularity import Popularity
 
-__all__ = ["BPRMF", "IALS", "Popularity", "ShardModel"]
+__all__ = ["BPRMF", "IALS", "NCF", "Popularity", "ShardModel"]
