@@ -387,3 +387,43 @@ def test_error_bad_scores_and_arguments(hand):
         evaluate(model, train, test, k=1, users=np.array([5]))
     with pytest.raises(ValidationError, match="no user to evaluate"):
         evaluate(model, train, test.take(np.array([2])), k=1, users=np.array([0]))
+
+
+def test_sampled_leave_one_out_protocol():
+    import sisakit
+
+    data = sisakit.datasets.synthetic(n_users=200, n_items=150, seed=1)
+    train, test = sisakit.split.leave_last_out(data)
+
+    class Oracle:  # scores every test item highest: HR@1 = 1
+        n_users, n_items = data.n_users, data.n_items
+
+        def scores(self, idx):
+            s = torch.zeros(len(idx), data.n_items)
+            rows = {int(u): int(i) for u, i in zip(test.user_idx, test.item_idx, strict=True)}
+            for r, u in enumerate(np.asarray(idx).tolist()):
+                s[r, rows[u]] = 1.0
+            return s
+
+    class Constant:  # every candidate ties: ties count against the target, so no hits
+        n_users, n_items = data.n_users, data.n_items
+
+        def scores(self, idx):
+            return torch.zeros(len(idx), data.n_items)
+
+    perfect = sisakit.metrics.evaluate_sampled(Oracle(), train, test, k=(1, 10))
+    assert perfect["hr@1"] == 1.0 and perfect["ndcg@10"] == 1.0
+    assert perfect["n_records"] == len(test)
+    assert sisakit.metrics.evaluate_sampled(Constant(), train, test, k=(10,))["hr@10"] == 0.0
+    rng = np.random.default_rng(0)
+
+    class Random:
+        n_users, n_items = data.n_users, data.n_items
+
+        def scores(self, idx):
+            return torch.from_numpy(rng.random((len(idx), data.n_items)))
+
+    hr = sisakit.metrics.evaluate_sampled(Random(), train, test, k=(10,), n_negatives=99)["hr@10"]
+    assert abs(hr - 0.10) < 0.07  # 10 of 100 candidates
+    with pytest.raises(ValidationError, match="n_negatives"):
+        sisakit.metrics.evaluate_sampled(Random(), train, test, n_negatives=10_000)

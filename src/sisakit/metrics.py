@@ -45,7 +45,7 @@ import torch
 from .data import Interactions
 from .errors import ValidationError
 
-__all__ = ["METRIC_NAMES", "Scorer", "evaluate", "ranking_metrics", "topk_items"]
+__all__ = ["METRIC_NAMES", "Scorer", "evaluate", "evaluate_sampled", "ranking_metrics", "topk_items"]
 
 logger = logging.getLogger(__name__)
 
@@ -411,3 +411,70 @@ def evaluate(
         logger.info("evaluated %d users: %s", len(eval_users), shown)
     return result
 
+
+
+def evaluate_sampled(
+    model: Any,
+    train: Interactions,
+    test: Interactions,
+    k: int | Iterable[int] = (5, 10, 20),
+    *,
+    n_negatives: int = 99,
+    seed: int = 0,
+    batch_size: int = 512,
+) -> dict[str, Any]:
+    """Leave-one-out evaluation with sampled negatives (the NCF / PoT-AU papers' protocol).
+
+    Each test record is ranked against ``n_negatives`` items sampled uniformly (seeded) from the
+    active items the user has in neither ``train`` nor ``test``; HR@K is 1 when the test item
+    ranks in the top K of the ``n_negatives + 1`` candidates, NDCG@K is ``1/log2(rank + 2)``.
+    Ties count against the test item. Use it with :func:`sisakit.split.leave_last_out`; the
+    library default is the full ranking of :func:`evaluate`.
+
+    Returns
+    -------
+    dict
+        ``"hr@K"`` and ``"ndcg@K"`` means over test records, and ``"n_records"``.
+    """
+    _check_inputs(model, train, test)
+    ks = _normalise_k(k)
+    n_items = train.n_items
+    active = torch.from_numpy(np.flatnonzero(train.item_active))
+    if n_negatives < 1 or n_negatives >= len(active):
+        raise ValidationError(f"n_negatives must be in [1, {len(active) - 1}], got {n_negatives}")
+    keep = train.item_active[test.item_idx]  # forgotten test items cannot be ranked
+    users = torch.from_numpy(test.user_idx[keep])
+    targets = torch.from_numpy(test.item_idx[keep])
+    if len(users) == 0:
+        raise ValidationError("no test record names an active item")
+    seen = torch.unique(torch.from_numpy(np.concatenate([
+        train.user_idx * np.int64(n_items) + train.item_idx,
+        test.user_idx * np.int64(n_items) + test.item_idx])))
+    g = torch.Generator().manual_seed(int(seed))
+    neg = active[torch.randint(len(active), (len(users), n_negatives), generator=g)]
+    todo = torch.ones_like(neg, dtype=torch.bool)
+    for _ in range(100):  # vectorised rejection: one round redraws every clashing negative
+        keys = users[:, None] * n_items + neg
+        pos = torch.searchsorted(seen, keys).clamp_(max=len(seen) - 1)
+        todo = seen[pos] == keys
+        if not bool(todo.any()):
+            break
+        neg[todo] = active[torch.randint(len(active), (int(todo.sum()),), generator=g)]
+    hits = {kk: [] for kk in ks}
+    gains = {kk: [] for kk in ks}
+    for start in range(0, len(users), batch_size):
+        ub = users[start:start + batch_size]
+        scores = _as_score_tensor(model.scores(ub.numpy()), len(ub), n_items)
+        cand = torch.cat([targets[start:start + batch_size, None], neg[start:start + batch_size]], 1)
+        s = torch.gather(scores, 1, cand)
+        rank = (s[:, 1:] >= s[:, :1]).sum(1)  # negatives scoring at least as high as the target
+        for kk in ks:
+            hit = rank < kk
+            hits[kk].append(hit.double())
+            gains[kk].append(torch.where(hit, 1.0 / torch.log2(rank.double() + 2.0),
+                                         torch.zeros_like(rank, dtype=torch.float64)))
+    out: dict[str, Any] = {"n_records": len(users)}
+    for kk in ks:
+        out[f"hr@{kk}"] = float(torch.cat(hits[kk]).mean())
+        out[f"ndcg@{kk}"] = float(torch.cat(gains[kk]).mean())
+    return out
