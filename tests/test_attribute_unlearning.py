@@ -162,3 +162,22 @@ def test_ncf_learns_forgets_exactly_and_supports_pot_au(data):
         single, sisakit.AttributeRequest("gender", labels=data.user_attributes["gender"]))
     assert not torch.equal(res.model.user_embeddings(), single.user_embeddings())
     assert torch.equal(res.model.item_embeddings(), single.item_embeddings())
+
+
+def test_adversarial_baseline_trains_and_hides_some_of_the_attribute(data):
+    from sisakit.baselines import AdversarialBPR
+
+    gender = data.user_attributes["gender"]
+    plain = AdversarialBPR(factors=16, batch_size=512, adv_weight=0.0, device="cpu").fit(
+        data, gender, epochs=10)
+    adv = AdversarialBPR(factors=16, batch_size=512, adv_weight=5.0, device="cpu").fit(
+        data, gender, epochs=10)
+    auc_plain = quick_attacker().evaluate(plain.user_embeddings().numpy(), gender).auc
+    auc_adv = quick_attacker().evaluate(adv.user_embeddings().numpy(), gender).auc
+    assert auc_adv < auc_plain
+    assert adv.scores(np.arange(3)).shape == (3, data.n_items)
+    again = AdversarialBPR(factors=16, batch_size=512, adv_weight=5.0, device="cpu").fit(
+        data, gender, epochs=10)
+    assert torch.equal(again.user_embeddings(), adv.user_embeddings())
+    with pytest.raises(sisakit.ValidationError, match="one entry per user"):
+        AdversarialBPR(device="cpu").fit(data, gender[:5])
