@@ -181,3 +181,19 @@ def test_adversarial_baseline_trains_and_hides_some_of_the_attribute(data):
     assert torch.equal(again.user_embeddings(), adv.user_embeddings())
     with pytest.raises(sisakit.ValidationError, match="one entry per user"):
         AdversarialBPR(device="cpu").fit(data, gender[:5])
+
+
+def test_pot_au_report_has_attacks_and_ranking(data):
+    train, test = sisakit.split.holdout(data, test_fraction=0.2, seed=0)
+    m = sisakit.models.BPRMF(factors=16, batch_size=512, device="cpu").fit(train, epochs=10)
+    un = PotAU(steps=30, attackers=("xgboost-attribute",))
+    res = un.unlearn(m, sisakit.AttributeRequest("gender", labels=data.user_attributes["gender"]),
+                     eval_data=(train, test))
+    rep = res.report
+    assert set(rep["attack_before"]["xgboost-attribute"]) == {"auc", "accuracy"}
+    assert rep["attack_before"]["xgboost-attribute"]["auc"] > rep["attack_after"][
+        "xgboost-attribute"]["auc"]
+    assert set(rep["ranking_before"]) == {"ndcg@10", "ndcg@20", "hr@10", "hr@20"}
+    assert rep["ranking_before"]["ndcg@10"] == pytest.approx(
+        sisakit.metrics.evaluate(m, train, test)["ndcg@10"])
+    assert rep["seconds"] > 0

@@ -86,7 +86,7 @@ class PotAU(Unlearner):
                  d2d_weight: float = 1.0, reg_weight: float = 1.0,
                  bandwidths: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0),
                  max_per_group: int = 512, seed: int = 0,
-                 attackers: tuple[str, ...] = ("xgboost-attribute",)) -> None:
+                 attackers: tuple[str, ...] = ("xgboost-attribute", "mlp-attribute")) -> None:
         self.steps = steps
         self.lr = lr
         self.u2u_weight = u2u_weight
@@ -173,16 +173,24 @@ class PotAU(Unlearner):
             last = loss.item()
         return e.detach().to(emb.dtype), {"loss_first": first, "loss_last": last}
 
-    def _attack(self, emb: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    def _attack(self, emb: np.ndarray, labels: np.ndarray) -> dict[str, dict[str, float]]:
         out = {}
         for name in self.attackers:
-            attacker = plugins.build("attacker", name, seed=self.seed)
-            out[name] = attacker.evaluate(emb, labels).auc
+            result = plugins.build("attacker", name, seed=self.seed).evaluate(emb, labels)
+            out[name] = {"auc": result.auc, "accuracy": result.accuracy}
         return out
 
     # ------------------------------------------------------------------ public
-    def unlearn(self, model: Any, request: AttributeRequest) -> UnlearnResult:
-        """Return a new model whose user embeddings hide ``request.attribute``."""
+    def unlearn(self, model: Any, request: AttributeRequest, *,
+                eval_data: tuple[Any, Any] | None = None, k: tuple[int, ...] = (10, 20)
+                ) -> UnlearnResult:
+        """Return a new model whose user embeddings hide ``request.attribute``.
+
+        The report holds, for every attacker in ``attackers``, AUC and accuracy before and
+        after; with ``eval_data=(train, test)`` also full-ranking NDCG/HR@K before and after;
+        and the seconds spent (the attacks and evaluations excluded).
+        """
+        from .. import metrics
         from ..engine import SISA
 
         if not isinstance(request, AttributeRequest):
@@ -205,7 +213,9 @@ class PotAU(Unlearner):
         before_emb = self._embeddings(shard_models, sel_idx, owner)
         report: dict[str, Any] = {"attribute": request.attribute, "users": len(sel_idx),
                                   "classes": classes.tolist()}
-        report["attack_auc_before"] = self._attack(before_emb.numpy(), codes_all)
+        ta = time.perf_counter()
+        report["attack_before"] = self._attack(before_emb.numpy(), codes_all)
+        attack_seconds = time.perf_counter() - ta
         new_models = [m.copy() for m in shard_models]
         after_emb = before_emb.clone()
         for s, m in enumerate(new_models):
@@ -217,12 +227,18 @@ class PotAU(Unlearner):
             m.set_user_embeddings(torch.from_numpy(sel_idx[rows]), edited)
             after_emb[rows] = edited.float()
             report.setdefault("losses", {})[str(s)] = losses
-        report["attack_auc_after"] = self._attack(after_emb.numpy(), codes_all)
-        report["seconds"] = time.perf_counter() - t0
+        report["seconds"] = time.perf_counter() - t0 - attack_seconds
+        report["attack_after"] = self._attack(after_emb.numpy(), codes_all)
         derived = (model.derive(new_models, by="pot-au") if isinstance(model, SISA)
                    else new_models[0])
-        logger.info("pot-au on %r: attacker AUC %s -> %s", request.attribute,
-                    report["attack_auc_before"], report["attack_auc_after"])
+        if eval_data is not None:
+            train, test = eval_data
+            for when, m in (("before", model), ("after", derived)):
+                res = metrics.evaluate(m, train, test, k=k)
+                report[f"ranking_{when}"] = {key: res[key] for key in res
+                                             if key.startswith(("ndcg@", "hr@"))}
+        logger.info("pot-au on %r: attacks %s -> %s", request.attribute,
+                    report["attack_before"], report["attack_after"])
         return UnlearnResult(model=derived, report=report)
 
     @staticmethod
