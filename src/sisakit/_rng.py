@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 
 def derive_seed(seed: int, *key: int) -> int:
@@ -17,3 +18,13 @@ INIT = 1_000_000  # spawn-key tag for parameter initialisation
 def epoch_seeds(seed: int, prefix: tuple[int, ...], n_epochs: int) -> list[int]:
     """Seeds for epochs ``0..n_epochs-1`` of the stream ``prefix``."""
     return [derive_seed(seed, *prefix, e) for e in range(n_epochs)]
+
+
+def seed_to_tensor(seed: int) -> torch.Tensor:
+    """A 64-bit unsigned seed stored losslessly in an int64 tensor (for checkpoints)."""
+    return torch.tensor(seed - (1 << 64) if seed >= (1 << 63) else seed, dtype=torch.int64)
+
+
+def seed_from_tensor(t: torch.Tensor) -> int:
+    """Inverse of :func:`seed_to_tensor`."""
+    return int(t) & 0xFFFF_FFFF_FFFF_FFFF

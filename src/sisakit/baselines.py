@@ -19,8 +19,9 @@ import torch
 from torch import nn
 
 from ._device import resolve_device, torch_generator
+from .data import labelled
 from .errors import ValidationError
-from .models.bpr import sample_negatives
+from .models.bpr import negative_pool, sample_negatives
 
 
 class AdversarialBPR:
@@ -53,9 +54,8 @@ class AdversarialBPR:
         labels = np.asarray(labels, dtype=object)
         if labels.shape != (data.n_users,):
             raise ValidationError(f"labels need one entry per user ({data.n_users})")
-        text = labels.astype(str)
-        known = (text != "None") & (text != "") & (text != "nan")
-        classes, codes = np.unique(text[known], return_inverse=True)
+        known = labelled(labels)
+        classes, codes = np.unique(labels.astype(str)[known], return_inverse=True)
         if len(classes) < 2:
             raise ValidationError("the attribute needs at least two groups")
         y = torch.full((data.n_users,), -1, dtype=torch.int64)
@@ -74,12 +74,7 @@ class AdversarialBPR:
         rec_params = [*self.P.parameters(), *self.Q.parameters(), *self.b.parameters()]
         opt = torch.optim.Adam(rec_params, lr=self.lr, foreach=False)
         opt_disc = torch.optim.Adam(self.disc.parameters(), lr=self.lr, foreach=False)
-        users = torch.from_numpy(np.array(data.user_idx))
-        items = torch.from_numpy(np.array(data.item_idx))
-        uniq, local = torch.unique(users, return_inverse=True)
-        positives = torch.zeros(len(uniq) * data.n_items, dtype=torch.bool)
-        positives[local * data.n_items + items] = True
-        active = torch.from_numpy(np.flatnonzero(data.item_active))
+        users, items, local, positives, active = negative_pool(data)
         ce = nn.CrossEntropyLoss()
         for epoch in range(int(epochs)):
             g = torch_generator(int(seed) * 1000 + epoch)

@@ -11,7 +11,7 @@ import scipy.sparse as sp
 
 from .errors import DataError, UnknownIdError, ValidationError
 
-__all__ = ["IdMap", "Interactions", "ResolvedRequest", "canonical_id"]
+__all__ = ["IdMap", "Interactions", "ResolvedRequest", "canonical_id", "labelled"]
 
 
 def _readonly(a: np.ndarray) -> np.ndarray:
@@ -59,6 +59,13 @@ def canonical_id(value: Any) -> Any:
             f"ids must be integers or strings, got {value!r} ({type(value).__name__})"
         )
     return value
+
+
+def labelled(labels: np.ndarray) -> np.ndarray:
+    """Boolean mask of the entries of an attribute column that hold a value (not None, NaN or
+    the empty string)."""
+    text = np.asarray(labels, dtype=object).astype(str)
+    return (text != "None") & (text != "") & (text != "nan")
 
 
 class IdMap:

@@ -16,7 +16,7 @@ import torch
 from torch.optim.adam import adam
 
 from .._device import resolve_device, torch_generator
-from .._rng import INIT, derive_seed
+from .._rng import INIT, derive_seed, seed_from_tensor, seed_to_tensor
 from ..errors import ValidationError
 from ..hookspecs import hookimpl
 from .base import ShardModel
@@ -49,6 +49,25 @@ def sample_negatives(
         todo = todo[clash]
         neg[todo] = active_items[torch.randint(len(active_items), (len(todo),), generator=generator)]
     return neg
+
+
+def negative_pool(data: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                                      torch.Tensor]:
+    """What :func:`sample_negatives` needs for the records of ``data``.
+
+    Returns ``(users, items, local, positives, active)``: the records' user and item indices, each
+    record's user numbered densely within ``data`` (``local``), the flat boolean table of
+    ``(local user, item)`` positives, and the active items to draw from.
+    """
+    users = torch.from_numpy(np.array(data.user_idx))
+    items = torch.from_numpy(np.array(data.item_idx))
+    uniq, local = torch.unique(users, return_inverse=True)
+    positives = torch.zeros(len(uniq) * data.n_items, dtype=torch.bool)
+    positives[local * data.n_items + items] = True
+    active = torch.from_numpy(np.flatnonzero(data.item_active))
+    if len(active) == 0:
+        raise ValidationError("no active items to sample negatives from")
+    return users, items, local, positives, active
 
 
 def _adam_step(param: torch.Tensor, grad: torch.Tensor, m: torch.Tensor, v: torch.Tensor,
@@ -209,17 +228,10 @@ class BPRMF(ShardModel):
         if len(data) == 0 or not epoch_seeds:
             return
         n_items = self.n_items
-        users = torch.from_numpy(np.array(data.user_idx))
-        items = torch.from_numpy(np.array(data.item_idx))
-        uniq, local = torch.unique(users, return_inverse=True)
-        self._add_users(uniq)
+        users, items, local, positives, active = negative_pool(data)
+        self._add_users(torch.unique(users))
         st = self._require()
         dev = st["E"].device
-        positives = torch.zeros(len(uniq) * n_items, dtype=torch.bool)
-        positives[local * n_items + items] = True
-        active = torch.from_numpy(np.flatnonzero(data.item_active))
-        if len(active) == 0:
-            raise ValidationError("no active items to sample negatives from")
         rows_of = st["local"][users]  # each record's user row in E
         offset = len(st["rows"])  # items follow the user rows
         n, bs = len(users), int(self.batch_size)
@@ -281,10 +293,9 @@ class BPRMF(ShardModel):
         moments and step. Its size follows the shard, not the whole user base."""
         st = self._require()
         d, nl = int(self.factors), len(st["rows"])
-        seed = self._init_seed - (1 << 64) if self._init_seed >= (1 << 63) else self._init_seed
         E, m, v = (st[k].detach().cpu() for k in ("E", "opt.m", "opt.v"))
         return {
-            "init_seed": torch.tensor(seed, dtype=torch.int64),
+            "init_seed": seed_to_tensor(self._init_seed),
             "n_users": torch.tensor(self.n_users, dtype=torch.int64),
             "user_rows": st["rows"].clone(),
             "P": E[:nl, :d].clone(), "opt.mP": m[:nl, :d].clone(), "opt.vP": v[:nl, :d].clone(),
@@ -313,7 +324,7 @@ class BPRMF(ShardModel):
                           or bool((rows[1:] <= rows[:-1]).any())):
             raise ValidationError("state has user rows outside the user table or out of order")
         self.n_users, self.n_items = n_users, int(state["Q"].shape[0])
-        self._init_seed = int(state["init_seed"]) & 0xFFFF_FFFF_FFFF_FFFF
+        self._init_seed = seed_from_tensor(state["init_seed"])
         self._p0 = None
 
         def moments(kind: str) -> torch.Tensor:

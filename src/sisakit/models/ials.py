@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from .._device import resolve_device, torch_generator
-from .._rng import INIT, derive_seed
+from .._rng import INIT, derive_seed, seed_from_tensor, seed_to_tensor
 from ..errors import DataError, ValidationError
 from ..hookspecs import hookimpl
 from .base import ShardModel
@@ -212,9 +212,8 @@ class IALS(ShardModel):
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         st = self._require()
-        seed = self._init_seed - (1 << 64) if self._init_seed >= (1 << 63) else self._init_seed
         out = {k: v.detach().cpu().clone() for k, v in st.items()}
-        out["init_seed"] = torch.tensor(seed, dtype=torch.int64)
+        out["init_seed"] = seed_to_tensor(self._init_seed)
         return out
 
     def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
@@ -233,7 +232,7 @@ class IALS(ShardModel):
         self._validate()
         dev = resolve_device(self.device)
         self._state = {k: state[k].to(dev).clone() for k in ("X", "Y", "item_initialised")}
-        self._init_seed = int(state["init_seed"]) & 0xFFFF_FFFF_FFFF_FFFF
+        self._init_seed = seed_from_tensor(state["init_seed"])
         self.n_users, self.n_items = int(state["X"].shape[0]), int(state["Y"].shape[0])
 
     def user_embeddings(self) -> torch.Tensor:

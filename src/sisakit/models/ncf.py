@@ -21,11 +21,11 @@ import torch
 from torch import nn
 
 from .._device import resolve_device, torch_generator
-from .._rng import INIT, derive_seed
+from .._rng import INIT, derive_seed, seed_from_tensor, seed_to_tensor
 from ..errors import ValidationError
 from ..hookspecs import hookimpl
 from .base import ShardModel
-from .bpr import sample_negatives
+from .bpr import negative_pool, sample_negatives
 
 
 class _NeuMF(nn.Module):
@@ -117,14 +117,7 @@ class NCF(ShardModel):
             return
         dev = next(net.parameters()).device
         n_items, k = self.n_items, int(self.n_negatives)
-        users = torch.from_numpy(np.array(data.user_idx))
-        items = torch.from_numpy(np.array(data.item_idx))
-        uniq, local = torch.unique(users, return_inverse=True)
-        positives = torch.zeros(len(uniq) * n_items, dtype=torch.bool)
-        positives[local * n_items + items] = True
-        active = torch.from_numpy(np.flatnonzero(data.item_active))
-        if len(active) == 0:
-            raise ValidationError("no active items to sample negatives from")
+        users, items, local, positives, active = negative_pool(data)
         loss_fn = nn.BCEWithLogitsLoss()
         net.train()
         for seed in epoch_seeds:
@@ -165,8 +158,7 @@ class NCF(ShardModel):
             for key in ("exp_avg", "exp_avg_sq", "step"):
                 if key in st:
                     out[f"opt.{idx}.{key}"] = torch.as_tensor(st[key]).detach().cpu().clone()
-        seed = self._init_seed - (1 << 64) if self._init_seed >= (1 << 63) else self._init_seed
-        out["init_seed"] = torch.tensor(seed, dtype=torch.int64)
+        out["init_seed"] = seed_to_tensor(self._init_seed)
         return out
 
     def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
@@ -176,7 +168,7 @@ class NCF(ShardModel):
         n_users, d = state["net.user_gmf.weight"].shape
         if d != self.factors:
             raise ValidationError(f"state has {d} factors but this model has {self.factors}")
-        self._init_seed = int(state["init_seed"]) & 0xFFFF_FFFF_FFFF_FFFF
+        self._init_seed = seed_from_tensor(state["init_seed"])
         self._build(int(n_users), int(state["net.item_gmf.weight"].shape[0]), self._init_seed)
         net = self._require()
         try:

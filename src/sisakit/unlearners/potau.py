@@ -29,7 +29,7 @@ import torch
 
 from .. import plugins
 from .._device import torch_generator
-from ..data import canonical_id
+from ..data import canonical_id, labelled
 from ..errors import ValidationError
 from ..hookspecs import hookimpl
 from .base import AttributeRequest, Unlearner, UnlearnResult
@@ -120,8 +120,7 @@ class PotAU(Unlearner):
 
     def _selected(self, model: Any, request: AttributeRequest, labels: np.ndarray) -> np.ndarray:
         """Boolean mask of users to edit: labelled (and listed in ``request.users``)."""
-        text = labels.astype(str)
-        valid = (text != "None") & (text != "") & (text != "nan")
+        valid = labelled(labels)
         if request.users is not None:
             data = getattr(model, "data", None)
             if data is None:
