@@ -21,6 +21,7 @@ from sisakit import plugins
 from sisakit.testing import (
     AggregatorContract,
     AttackerContract,
+    InfluenceContract,
     SharderContract,
     ShardModelContract,
     UnlearnerContract,
@@ -202,6 +203,217 @@ class TestPotAUContract(UnlearnerContract):
         return sisakit.AttributeRequest("gender", labels=self._labels)
 
 
+def _with_group(data):
+    """Attach a seeded 3-valued user attribute ``group`` (for attribute-stratified)."""
+    labels = np.random.default_rng(7).integers(0, 3, data.n_users)
+    return data.with_user_attributes(data.user_ids, group=labels)
+
+
+class TestActivityStratifiedSharder(SharderContract):
+    component = ("sharder", "activity-stratified")
+
+    def make_sharder(self):
+        return plugins.get("sharder", "activity-stratified")(n_bins=3)
+
+
+class TestAttributeStratifiedSharder(SharderContract):
+    component = ("sharder", "attribute-stratified")
+
+    def make_sharder(self):
+        return plugins.get("sharder", "attribute-stratified")(attribute="group")
+
+    def make_data(self):
+        return _with_group(make_interactions())
+
+    def make_string_data(self):
+        return _with_group(make_interactions(str_ids=True))
+
+
+_RECERASER: dict = {"model_params": {"factors": 8, "batch_size": 256, "device": "cpu"},
+                    "epochs": 2, "max_iter": 5}
+
+
+class TestRecEraserUserSharder(SharderContract):
+    component = ("sharder", "receraser-user")
+
+    def make_sharder(self):
+        return plugins.get("sharder", "receraser-user")(**_RECERASER)
+
+
+class TestRecEraserItemSharder(SharderContract):
+    component = ("sharder", "receraser-item")
+
+    def make_sharder(self):
+        return plugins.get("sharder", "receraser-item")(**_RECERASER)
+
+
+class TestRecEraserInteractionSharder(SharderContract):
+    component = ("sharder", "receraser-interaction")
+
+    def make_sharder(self):
+        return plugins.get("sharder", "receraser-interaction")(**_RECERASER)
+
+
+class TestClassDominantSharder(SharderContract):
+    component = ("sharder", "class-dominant")
+
+    def make_sharder(self):
+        return plugins.get("sharder", "class-dominant")(leakage="high", leak_fraction=0.2)
+
+
+class TestClassDominantLowSharder(TestClassDominantSharder):
+    def make_sharder(self):
+        return plugins.get("sharder", "class-dominant")(leakage="low", leak_fraction=0.2)
+
+
+class TestMLPClassifier(ShardModelContract):
+    component = ("model", "mlp-classifier")
+
+    def make_model(self):
+        return plugins.get("model", "mlp-classifier")(hidden=(8,), batch_size=16, device="cpu")
+
+    def make_data(self):
+        # Labelled samples: user = sample, item = class, features attached per sample.
+        rng = np.random.default_rng(0)
+        labels = rng.integers(0, 3, 60)
+        features = rng.normal(size=(60, 6)) + labels[:, None]
+        return sisakit.classification.from_samples(features, labels, sample_ids=100 + np.arange(60))
+
+
+class TestWeightedValidationAggregator(AggregatorContract):
+    component = ("aggregator", "weighted")
+
+    def make_aggregator(self):
+        return plugins.get("aggregator", "weighted")(by="validation", validation_fraction=0.2)
+
+
+class TestAttentionAggregator(AggregatorContract):
+    """Score mode: the contract's ensemble has popularity shards (no embeddings)."""
+
+    component = ("aggregator", "attention")
+
+    def make_aggregator(self):
+        return plugins.get("aggregator", "attention")(epochs=2, batch_size=256, device="cpu")
+
+    def test_prepare_used_score_mode(self):
+        assert not self.prepare(self.make_aggregator()).uses_embeddings
+
+
+class _EmbeddingEnsembleContract(AggregatorContract):
+    """Fits on bpr-mf shards (embedding aggregators) and passes the batch's user indices."""
+
+    def prepare(self, aggregator):
+        data = self.make_data()
+        ensemble = sisakit.SISA(model="bpr-mf", n_shards=self.n_shards, n_slices=1, epochs=2,
+                                sharder="random-interaction", seed=0, progress=False, device="cpu",
+                                model_params={"factors": 4, "batch_size": 128})
+        return aggregator.fit(ensemble.fit(data), data)
+
+    def _aggregate(self, agg, scores, mask, counts):
+        return agg.aggregate(scores, mask, counts, user_idx=torch.arange(scores.shape[1]))
+
+
+class TestAttentionAggregatorEmbeddings(_EmbeddingEnsembleContract):
+    """Embedding mode scores with its own learned embeddings, not a mean of the shard scores, so
+    the identical-shards property is replaced by: the output is that learned dot product."""
+
+    component = ("aggregator", "attention")
+
+    def make_aggregator(self):
+        return plugins.get("aggregator", "attention")(dim=4, epochs=2, batch_size=256,
+                                                      device="cpu")
+
+    def test_identical_shards_give_their_scores(self):
+        agg = self.prepare(self.make_aggregator())
+        assert agg.uses_embeddings
+        scores, mask, counts = self._inputs(5)
+        out, scored = self._aggregate(agg, scores[:1].expand_as(scores), mask, counts)
+        st = agg.state_dict()
+        expected = (st["user_emb"][: self.batch] @ st["item_emb"].T).to(out.dtype)
+        assert torch.equal(out, expected) and bool(scored.any())
+
+
+class TestProtoAggregator(_EmbeddingEnsembleContract):
+    """Proto adds a per-shard correction, so identical shard scores give their scores only with
+    ``shrinkage=0`` (no shrinkage: the mean)."""
+
+    component = ("aggregator", "proto")
+
+    def make_aggregator(self):
+        return plugins.get("aggregator", "proto")(n_prototypes=3, device="cpu")
+
+    def test_identical_shards_give_their_scores(self):
+        original = self.make_aggregator
+        self.make_aggregator = lambda: original().clone(shrinkage=0.0)
+        try:
+            super().test_identical_shards_give_their_scores()
+        finally:
+            del self.make_aggregator
+
+
+class TestFoldInAggregator(_EmbeddingEnsembleContract):
+    """Fold-in scores from the shards' item factors and the user's own history, never from the
+    stacked shard scores, so the identical-shards property is replaced by: the stacked scores
+    have no influence at all."""
+
+    component = ("aggregator", "fold-in")
+
+    def make_aggregator(self):
+        return plugins.get("aggregator", "fold-in")(batch_size=4)
+
+    def test_scored_only_where_some_shard_scored(self):
+        """Replaced: fold-in lets every shard score every user from the user's own history, so a
+        pair is scored exactly where the user has history and some shard trained on the item."""
+        agg = self.prepare(self.make_aggregator())
+        scores, mask, counts = self._inputs(1)
+        _, scored = self._aggregate(agg, scores, mask, counts)
+        st = agg.state_dict()
+        has = (st["indptr"][1:] - st["indptr"][:-1])[: self.batch] > 0
+        assert torch.equal(scored, has[:, None] & st["seen"].any(0)[None, :])
+
+    def test_identical_shards_give_their_scores(self):
+        agg = self.prepare(self.make_aggregator())
+        scores, mask, counts = self._inputs(5)
+        out1, sc1 = self._aggregate(agg, scores, mask, counts)
+        out2, sc2 = self._aggregate(agg, scores[:1].expand_as(scores), mask, counts)
+        assert bool(sc1.any()) and torch.equal(sc1, sc2) and torch.equal(out1, out2)
+
+
+class TestMembershipAttacker(AttackerContract):
+    component = ("attacker", "membership")
+
+    def make_attacker(self):
+        return plugins.get("attacker", "membership")()
+
+
+class TestInteractionMembershipAttacker(AttackerContract):
+    component = ("attacker", "membership-interaction")
+
+    def make_attacker(self):
+        return plugins.get("attacker", "membership-interaction")()
+
+
+class TestJaccardInfluence(InfluenceContract):
+    component = ("influence", "jaccard")
+
+    def make_measure(self):
+        return plugins.get("influence", "jaccard")()
+
+
+class TestRankChangeInfluence(InfluenceContract):
+    component = ("influence", "rank-change")
+
+    def make_measure(self):
+        return plugins.get("influence", "rank-change")()
+
+
+class TestNDCGDeltaInfluence(InfluenceContract):
+    component = ("influence", "ndcg-delta")
+
+    def make_measure(self):
+        return plugins.get("influence", "ndcg-delta")()
+
+
 # ---------------------------------------------------------------------------------- registry
 ALL_COMPONENTS = [(kind, name) for kind in plugins.KINDS for name in plugins.names(kind)]
 BASES = {
@@ -210,6 +422,7 @@ BASES = {
     "aggregator": sisakit.Aggregator,
     "unlearner": sisakit.Unlearner,
     "attacker": sisakit.Attacker,
+    "influence": sisakit.InfluenceMeasure,
 }
 CONTRACT_KINDS = {
     SharderContract: "sharder",
@@ -217,6 +430,7 @@ CONTRACT_KINDS = {
     AggregatorContract: "aggregator",
     AttackerContract: "attacker",
     UnlearnerContract: "unlearner",
+    InfluenceContract: "influence",
 }
 
 
@@ -260,7 +474,8 @@ def test_every_builtin_has_a_contract_class():
 def test_contract_class_builds_its_component(component):
     cls = _contract_classes()[component]
     factory = next(getattr(cls(), m) for m in ("make_unlearner", "make_sharder", "make_model",
-                                               "make_aggregator", "make_attacker")
+                                               "make_aggregator", "make_attacker",
+                                               "make_measure")
                    if hasattr(cls, m))
     assert type(factory()) is plugins.get(*component)
 

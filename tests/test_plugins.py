@@ -29,6 +29,9 @@ BUILTINS = {
     ("aggregator", "mean"),
     ("aggregator", "weighted"),
     ("unlearner", "sisa"),
+    ("influence", "jaccard"),
+    ("influence", "rank-change"),
+    ("influence", "ndcg-delta"),
 }
 
 

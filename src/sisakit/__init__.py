@@ -6,7 +6,19 @@ the five pluggable interfaces (:class:`Sharder`, :class:`ShardModel`, :class:`Ag
 :data:`hookimpl`) and the errors.
 """
 
-from . import datasets, metrics, plugins, split
+from . import (
+    classification,
+    datasets,
+    experiment,
+    fairness,
+    influence,
+    membership,
+    metrics,
+    plots,
+    plugins,
+    poisoning,
+    split,
+)
 from ._version import __version__
 from .aggregators.base import Aggregator
 from .attackers.base import Attacker, AttackResult
@@ -21,6 +33,7 @@ from .errors import (
     ValidationError,
 )
 from .hookspecs import hookimpl
+from .influence.base import InfluenceMeasure
 from .models.base import ShardModel
 from .sharders.base import Sharder
 from .unlearners.base import (
@@ -41,6 +54,7 @@ __all__ = [
     "DataError",
     "ForgetReport",
     "ForgetRequest",
+    "InfluenceMeasure",
     "Interactions",
     "PluginError",
     "ShardModel",
@@ -51,9 +65,16 @@ __all__ = [
     "Unlearner",
     "ValidationError",
     "__version__",
+    "classification",
     "datasets",
+    "experiment",
+    "fairness",
     "hookimpl",
+    "influence",
+    "membership",
     "metrics",
+    "plots",
     "plugins",
+    "poisoning",
     "split",
 ]

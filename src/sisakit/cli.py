@@ -1,4 +1,4 @@
-"""The ``sisakit`` command line: ``sisakit plugins``, ``sisakit demo``."""
+"""The ``sisakit`` command line: ``sisakit plugins``, ``sisakit demo``, ``sisakit experiment``."""
 
 from __future__ import annotations
 
@@ -155,6 +155,23 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0 if result["exact"] else 1
 
 
+def _cmd_experiment(args: argparse.Namespace) -> int:
+    from . import experiment
+
+    out = Path(args.out) if args.out else Path(f"{Path(args.config).stem}-results")
+    res = experiment.run(args.config, out, resume=not args.no_resume,
+                         progress=False if args.quiet else None)
+    print(f"{res.n_cells} cell(s): {res.n_ran} ran, {res.n_skipped} skipped (finished before), "
+          f"{res.n_failed} failed; {len(res.rows)} result row(s)")
+    print(f"results: {res.results_csv}\nrun record: {res.run_json}")
+    if args.plots:
+        from . import plots
+
+        made = plots.from_results(res.results_csv, out / "plots")
+        print(f"plots: {len(made)} figure(s)/table(s) in {out / 'plots'}")
+    return 1 if res.n_failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sisakit", description="Machine unlearning for recommender systems.")
@@ -170,6 +187,16 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--quiet", action="store_true", help="no progress bars")
     d.add_argument("--seed", type=int, default=0, help="run seed (default 0)")
     d.set_defaults(func=_cmd_demo)
+    e = sub.add_parser("experiment", help="run a sweep from a TOML config; write results.csv")
+    e.add_argument("config", metavar="CONFIG", help="experiment config (TOML)")
+    e.add_argument("--out", metavar="DIR",
+                   help="output folder (default: ./<config name>-results)")
+    e.add_argument("--no-resume", action="store_true",
+                   help="re-run every cell instead of skipping the finished ones")
+    e.add_argument("--quiet", action="store_true", help="no progress bars")
+    e.add_argument("--plots", action="store_true",
+                   help="also render every plot the results support into DIR/plots")
+    e.set_defaults(func=_cmd_experiment)
     return parser
 
 

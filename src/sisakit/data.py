@@ -152,6 +152,9 @@ class Interactions:
         Per-user / per-item attribute columns (length ``n_users`` / ``n_items``).
     item_active : ndarray of bool
         False for items that were forgotten: never recommended, never sampled as negatives.
+    user_features : ndarray of float32 or None
+        Optional ``(n_users, d)`` feature matrix, one row per user (e.g. the pixels of a sample
+        in :mod:`sisakit.classification`). Rows of forgotten users are zeroed.
     """
 
     user_idx: np.ndarray
@@ -165,6 +168,7 @@ class Interactions:
     user_attributes: Mapping[str, np.ndarray] = field(default_factory=dict)
     item_attributes: Mapping[str, np.ndarray] = field(default_factory=dict)
     item_active: np.ndarray | None = None
+    user_features: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = len(self.user_idx)
@@ -203,6 +207,16 @@ class Interactions:
         if active.shape != (self.n_items,):
             raise ValidationError(f"item_active must have shape ({self.n_items},)")
         object.__setattr__(self, "item_active", _readonly(active))
+        if self.user_features is not None:
+            feats = np.asarray(self.user_features)
+            if feats.ndim != 2 or feats.shape[0] != self.n_users or feats.dtype.kind not in "iuf":
+                raise ValidationError(
+                    f"user_features must be a numeric (n_users, d) = ({self.n_users}, d) array, got "
+                    f"{feats.dtype} {feats.shape}; pass one feature row per user index"
+                )
+            if not np.isfinite(feats).all():
+                raise DataError("user_features has NaN or infinite values; drop or impute them")
+            object.__setattr__(self, "user_features", _readonly(feats.astype(np.float32)))
         for table, size, what in (
             ("user_attributes", self.n_users, "users"),
             ("item_attributes", self.n_items, "items"),
@@ -264,7 +278,7 @@ class Interactions:
 
     _FIELDS = (
         "user_idx", "item_idx", "user_map", "item_map", "record_id", "rating", "timestamp",
-        "weight", "user_attributes", "item_attributes", "item_active",
+        "weight", "user_attributes", "item_attributes", "item_active", "user_features",
     )
 
     def replace(self, **changes: Any) -> Interactions:
@@ -380,7 +394,7 @@ class Interactions:
             "item_ids": self.item_ids,
             "item_active": self.item_active,
         }
-        for name in ("rating", "timestamp", "weight"):
+        for name in ("rating", "timestamp", "weight", "user_features"):
             if getattr(self, name) is not None:
                 out[name] = getattr(self, name)
         for prefix, table in (("ua:", self.user_attributes), ("ia:", self.item_attributes)):
@@ -404,6 +418,7 @@ class Interactions:
                 user_attributes={k[3:]: v for k, v in state.items() if k.startswith("ua:")},
                 item_attributes={k[3:]: v for k, v in state.items() if k.startswith("ia:")},
                 item_active=state["item_active"],
+                user_features=state.get("user_features"),
             )
         except KeyError as exc:
             raise DataError(f"saved interactions lack the array {exc}; the file is damaged") from exc

@@ -348,7 +348,8 @@ class SISA:
         ``start - 1``), saving a checkpoint after each stage."""
         model = self._model.clone()
         names: list[str] = []
-        rows = np.flatnonzero(shard == s)
+        held = self._aggregator.holdout_mask(data, seed=self.seed)
+        rows = np.flatnonzero(shard == s if held is None else (shard == s) & ~held)
         rows_slice = slice_[rows]
         with torch_threads(self.threads_per_shard), deterministic(self.device):
             if state is None:
@@ -369,8 +370,12 @@ class SISA:
         if not self._aggregator.requires_fit:
             return None
         fresh = self._aggregator.clone()  # refit from scratch; the old one stays for rollback
-        with torch_threads(self.threads_per_shard), deterministic(self.device):
-            fresh.fit(self, self._data)
+        was_fitted, self._fitted = self._fitted, True  # the shards are trained: fit may read them
+        try:
+            with torch_threads(self.threads_per_shard), deterministic(self.device):
+                fresh.fit(self, self._data)
+        finally:
+            self._fitted = was_fitted
         self._aggregator = fresh
         name = f"state/aggregator.g{generation}.pt"
         files[name] = self._store.save_tensors(name, self._aggregator.state_dict())
@@ -383,13 +388,18 @@ class SISA:
         their shards) updates the tables incrementally instead of recounting every record.
         """
         d, S = self._data, self.n_shards
-        if removed is None:
+        # Records an aggregator holds out are never trained on, so they must not count as "this
+        # shard trained on the user/item" (recounted in full: we cannot tell which removed
+        # records were held out).
+        held = self._aggregator.holdout_mask(d, seed=self.seed)
+        if removed is None or held is not None:
+            w = None if held is None else (~held).astype(np.float64)
             self._counts = torch.from_numpy(
-                np.bincount(self._shard * d.n_users + d.user_idx, minlength=S * d.n_users)
+                np.bincount(self._shard * d.n_users + d.user_idx, w, minlength=S * d.n_users)
                 .reshape(S, d.n_users).astype(np.float32))
             self._item_counts = np.bincount(
-                self._shard * d.n_items + d.item_idx, minlength=S * d.n_items
-            ).reshape(S, d.n_items)
+                self._shard * d.n_items + d.item_idx, w, minlength=S * d.n_items
+            ).reshape(S, d.n_items).astype(np.int64)
         else:
             r_shard, r_user, r_item = removed
             np.subtract.at(self._counts.numpy(), (r_shard, r_user), 1.0)
@@ -398,6 +408,10 @@ class SISA:
         pop = self._item_counts.sum(0).astype(np.float64)
         self._popularity = torch.from_numpy(pop / (pop.max() + 1.0)).float()
         self._seen_csr_cache = None
+        for model in self._models:  # e.g. drop references to forgotten users' feature rows
+            bind = getattr(model, "bind_space", None)
+            if bind is not None:
+                bind(d)
 
     @property
     def _seen_csr(self):
@@ -464,6 +478,94 @@ class SISA:
             logger.warning("could not delete superseded run files (%s); they will be removed "
                            "by a later forget", exc)
             self._sweep = True
+
+    # ------------------------------------------------------------------ repartitioning
+    def repartition(self, *, seed: int | None = None) -> SISA:
+        """Rebuild the partition from the remaining data and retrain every shard from scratch.
+
+        This is a **full retrain**, as expensive as :meth:`fit`. A data-dependent sharder (e.g.
+        ``receraser-user`` or ``activity-stratified``) computed the stored partition from the
+        data at fit time, including data forgotten since; which users were grouped together is
+        a small trace of them. ``repartition`` asks the run's sharder for a fresh assignment of
+        the remaining records only and retrains every shard into the same workdir. The forget
+        ledger (salted hashes of forgotten ids), the tombstones and the history survive, so
+        forgotten users stay forgotten. The result equals a fresh :meth:`fit` of the remaining
+        data with the same configuration (and ``seed``), bit for bit.
+
+        The new run is committed atomically: if anything fails, the old run stays in place, in
+        memory and on disk.
+
+        Parameters
+        ----------
+        seed : int, optional
+            New run seed (it draws the partition, the slices and the training randomness);
+            None keeps the run's seed.
+
+        Returns
+        -------
+        self
+
+        Raises
+        ------
+        ValidationError
+            If the model is not fitted or was made by :meth:`derive`, if no records are left, or
+            if the sharder cannot partition the remaining data into ``n_shards`` non-empty
+            shards (e.g. fewer users than shards are left).
+        """
+        self._require_fitted()
+        if self.derived_by is not None:
+            raise ValidationError(
+                f"this model was derived by {self.derived_by}; repartition the original run "
+                "(reopen it with SISA.load), then apply the edit again"
+            )
+        new_seed = self.seed if seed is None else _check_int("seed", seed, 0)
+        data = self._data
+        if len(data) == 0:
+            raise ValidationError("no records are left to repartition; fit the run on new data")
+        t0, c0 = time.perf_counter(), time.process_time()
+        old = {"seed": self.seed, "config": self.config, "_timings": self._timings}
+        snapshot = self._snapshot()
+        files: dict[str, str] = {}
+        committed = False
+        try:
+            self.seed = new_seed
+            self.config = self._make_config()
+            shard = np.asarray(self._sharder.assign(data, self.n_shards, seed=self.seed))
+            slice_ = bucket(self._sharder.unit_keys(data), self.n_slices, self.seed, "slice")
+            self._validate_assignment(data, shard, slice_)
+            self._generation += 1  # new file names: the old run's files stay until the commit
+            self._shard, self._slice = shard.astype(np.int64), slice_.astype(np.int64)
+            models, ckpt = [], []
+            with self._bar(self.n_shards * self.n_slices, "SISA repartition") as bar:
+                for s in range(self.n_shards):
+                    model, names = self._train_shard(s, 0, None, data, self._shard, self._slice,
+                                                     files, generation=self._generation, bar=bar)
+                    models.append(model)
+                    ckpt.append(names)
+            self._models, self._ckpt = models, ckpt
+            self._refresh_index()
+            agg_file = self._fit_aggregator(files, self._generation)
+            seconds = time.perf_counter() - t0
+            self._history = [*self._history, {
+                "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "event": "repartition", "n_records": len(data), "seed": self.seed,
+                "seconds": seconds,
+            }]
+            self._timings = {**self._timings, "repartition_seconds": seconds,
+                             "repartition_cpu_seconds": time.process_time() - c0}
+            self._data_files = {"space": "", "shards": [""] * self.n_shards}
+            self._commit(files, agg_file, shards=range(self.n_shards), space=True)
+            committed = True
+        except BaseException:
+            if not committed:
+                for name, value in old.items():  # the seed first: restoring re-indexes with it
+                    setattr(self, name, value)
+                self._restore(snapshot)
+                self._store.remove_files(set(files) - set(self._files))
+            raise
+        logger.info("repartitioned %d records into %d shards in %.2fs", len(data), self.n_shards,
+                    time.perf_counter() - t0)
+        return self
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -721,8 +823,14 @@ class SISA:
             col = col.copy()
             col[idx] = _blank(col.dtype)
             attrs[key] = col
+        changes: dict[str, Any] = {"user_map": IdMap(ids, "user"), "user_attributes": attrs}
+        if data.user_features is not None:  # zero, not NaN: scoring a tombstone stays finite
+            feats = data.user_features.copy()
+            feats[idx] = 0.0
+            feats.flags.writeable = False
+            changes["user_features"] = feats
         self._tombstones.update(zip(hashes, idx.tolist(), strict=True))
-        return data._evolve(user_map=IdMap(ids, "user"), user_attributes=attrs)
+        return data._evolve(**changes)
 
     _MUTABLE = ("_data", "_shard", "_slice", "_models", "_ckpt", "_generation", "_forgotten",
                 "_history", "_data_files", "_files", "_aggregator", "_tombstones")
@@ -805,7 +913,8 @@ class SISA:
         else:
             stack = torch.stack([m.scores(u).float().cpu() for m in self._models])
             mask = (counts > 0)[:, :, None] & self._item_seen[:, None, :]
-            agg_scores, scored = agg.aggregate(stack, mask, counts)
+            extra = {"user_idx": torch.from_numpy(u)} if agg.needs_user_idx else {}  # opt-in only
+            agg_scores, scored = agg.aggregate(stack, mask, counts, **extra)
         unscored = (-1.0e30 * (2.0 - self._popularity))[None, :].expand_as(agg_scores)
         out = torch.where(scored, agg_scores.float(), unscored)
         inactive = torch.from_numpy(~self._data.item_active)
@@ -872,7 +981,74 @@ class SISA:
         other.derived_by = by
         return other
 
+    def copy(self, workdir: str | os.PathLike[str] | None = None) -> SISA:
+        """An independent copy of this run, e.g. to keep the "before" of a forget.
+
+        Copies the run directory's files (the manifest and every file it lists) into
+        ``workdir`` and loads it with :meth:`load` (checksums verified). Forgetting on either
+        run never changes the other. If only the recommendations before a forget are needed,
+        storing ``recommend(users, k)`` first is cheaper.
+
+        Parameters
+        ----------
+        workdir : path, optional
+            A new or empty directory. Without one the copy lives in a private temporary
+            directory removed when the copy is garbage collected.
+
+        Returns
+        -------
+        SISA
+            The copy (same device and progress setting).
+
+        Raises
+        ------
+        CheckpointError
+            If ``workdir`` exists and is not an empty directory.
+        ValidationError
+            If the model is not fitted, or was made by :meth:`derive` (its edit is not in the
+            run directory: copy the original instead).
+        """
+        self._require_fitted()
+        if self.derived_by is not None:
+            raise ValidationError(
+                f"this model was derived by {self.derived_by} and its edit lives only in memory; "
+                "copy the original run and apply the edit to the copy"
+            )
+        tmp = workdir is None
+        target = Path(tempfile.mkdtemp(prefix="sisakit-run-") if tmp else workdir)
+        if not tmp and target.exists() and (not target.is_dir() or any(target.iterdir())):
+            raise CheckpointError(
+                f"copy target {target} exists and is not an empty directory; choose a new or "
+                "empty directory (or workdir=None for a temporary one)"
+            )
+        try:
+            for name in [*self._files, "manifest.json"]:  # the manifest last, like a commit
+                (target / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(self.workdir / name, target / name)
+            other = SISA.load(target, device=str(self.device), progress=self.progress)
+        except BaseException:
+            if tmp:
+                shutil.rmtree(target, ignore_errors=True)
+            raise
+        if tmp:
+            other._tmp = True
+            weakref.finalize(other, shutil.rmtree, str(target), True)
+        return other
+
     # ------------------------------------------------------------------ introspection
+    def shard_counts(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Training records per (shard, user) and per (shard, item).
+
+        Returns
+        -------
+        users : Tensor of float32, shape (n_shards, n_users)
+        items : Tensor of int64, shape (n_shards, n_items)
+            Records each shard trained on (held-out records excluded); a zero means the shard
+            never trained on that user or item, so it must not influence it.
+        """
+        self._require_fitted()
+        return self._counts.clone(), torch.from_numpy(self._item_counts.copy())
+
     def parameters(self) -> list[dict[str, torch.Tensor]]:
         """Complete state of every shard model (for exactness checks)."""
         self._require_fitted()
@@ -880,7 +1056,8 @@ class SISA:
 
     @property
     def history(self) -> list[dict[str, Any]]:
-        """Forget requests applied to this run (counts and reports only, never raw ids)."""
+        """Forget requests (and :meth:`repartition` calls, with ``"event": "repartition"``)
+        applied to this run: counts and reports only, never raw ids."""
         return list(self._history)
 
     @property

@@ -49,3 +49,8 @@ def register_unlearners(register: Register) -> None:
 @hookspec
 def register_attackers(register: Register) -> None:
     """Register :class:`~sisakit.Attacker` subclasses."""
+
+
+@hookspec
+def register_influence(register: Register) -> None:
+    """Register :class:`~sisakit.InfluenceMeasure` subclasses (per-user change of top-K lists)."""

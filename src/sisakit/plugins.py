@@ -35,14 +35,23 @@ __all__ = [
 #: Modules that provide the built-in components, registered exactly like third-party plugins.
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "sisakit.sharders.random",
+    "sisakit.sharders.stratified",
+    "sisakit.sharders.receraser",
     "sisakit.models.bpr",
     "sisakit.models.ials",
     "sisakit.models.ncf",
     "sisakit.models.popularity",
     "sisakit.aggregators.linear",
+    "sisakit.aggregators.attention",
+    "sisakit.aggregators.proto",
+    "sisakit.aggregators.foldin",
     "sisakit.unlearners.sisa",
     "sisakit.unlearners.potau",
     "sisakit.attackers.attribute",
+    "sisakit.attackers.membership",
+    "sisakit.sharders.class_dominant",
+    "sisakit.models.mlp",
+    "sisakit.influence.measures",
 )
 
 #: Component kind -> (hook name, dotted path of its base class).
@@ -52,6 +61,7 @@ KINDS: dict[str, tuple[str, str]] = {
     "aggregator": ("register_aggregators", "sisakit.aggregators.base.Aggregator"),
     "unlearner": ("register_unlearners", "sisakit.unlearners.base.Unlearner"),
     "attacker": ("register_attackers", "sisakit.attackers.base.Attacker"),
+    "influence": ("register_influence", "sisakit.influence.base.InfluenceMeasure"),
 }
 
 ENTRY_POINT_GROUP = "sisakit"

@@ -35,6 +35,7 @@ from .aggregators.base import Aggregator
 from .attackers.base import Attacker, AttackResult
 from .data import Interactions
 from .errors import SisakitError, ValidationError
+from .influence.base import InfluenceMeasure
 from .models.base import ShardModel
 from .sharders.base import Sharder
 from .store import RunStore
@@ -42,11 +43,15 @@ from .store import RunStore
 __all__ = [
     "AggregatorContract",
     "AttackerContract",
+    "InfluenceContract",
     "ShardModelContract",
     "SharderContract",
     "UnlearnerContract",
+    "assert_exact",
     "make_attack_data",
     "make_interactions",
+    "scratch_fit",
+    "stored_assignment",
 ]
 
 
@@ -189,19 +194,104 @@ def _check_params_roundtrip(component: Any) -> None:
     )
 
 
+def stored_assignment(model: Any, data: Interactions) -> tuple[np.ndarray, np.ndarray]:
+    """The ``(shard, slice)`` a fitted :class:`~sisakit.SISA` run stores for each record of
+    ``data`` (matched by ``record_id``), in the order of ``data``.
+
+    Parameters
+    ----------
+    model : SISA
+        A fitted run (possibly after forgets).
+    data : Interactions
+        Records the run still holds, e.g. ``original.without(users=forgotten)``.
+
+    Returns
+    -------
+    shard, slice : ndarray of int64
+    """
+    held = model.data.record_id
+    order = np.argsort(held, kind="stable")
+    pos = np.minimum(np.searchsorted(held, data.record_id, sorter=order), len(held) - 1)
+    pos = order[pos]
+    missing = held[pos] != data.record_id
+    if missing.any():
+        raise ValidationError(
+            f"{int(missing.sum())} record(s) of data are not held by the run (e.g. record ids "
+            f"{data.record_id[missing][:5].tolist()}); pass the data the run still holds"
+        )
+    return model._shard[pos].copy(), model._slice[pos].copy()
+
+
+def scratch_fit(model: Any, data: Interactions, *, use_stored_assignment: bool = True) -> Any:
+    """A fresh :class:`~sisakit.SISA` with ``model``'s configuration fitted from scratch on
+    ``data``: the exactness reference of a run after forgets.
+
+    Parameters
+    ----------
+    model : SISA
+        The run to reproduce (its registered components, shards, slices, epochs and seed).
+    data : Interactions
+        The remaining data.
+    use_stored_assignment : bool
+        Fit with the run's stored assignment of these records (the reference for data-dependent
+        sharders and for emptied shards) instead of drawing a fresh one.
+
+    Returns
+    -------
+    SISA
+    """
+    from .engine import SISA
+
+    cfg = model.config
+    ref = SISA(
+        model=cfg["model"]["name"], sharder=cfg["sharder"]["name"],
+        aggregator=cfg["aggregator"]["name"], n_shards=cfg["n_shards"],
+        n_slices=cfg["n_slices"], epochs=cfg["epochs"], seed=cfg["seed"],
+        model_params=cfg["model"]["params"], sharder_params=cfg["sharder"]["params"],
+        aggregator_params=cfg["aggregator"]["params"], device=model.device.type,
+        threads_per_shard=cfg["threads_per_shard"], progress=False,
+    )
+    assignment = stored_assignment(model, data) if use_stored_assignment else None
+    return ref.fit(data, assignment=assignment)
+
+
+def assert_exact(model: Any, remaining: Interactions, *, use_stored_assignment: bool = True,
+                 k: int = 5) -> Any:
+    """Assert a run equals :func:`scratch_fit` on ``remaining`` bit for bit (every tensor of
+    every shard) and recommends the same top-``k`` to every remaining user.
+
+    Returns
+    -------
+    SISA
+        The scratch reference.
+    """
+    from .engine import parameters_equal
+
+    ref = scratch_fit(model, remaining, use_stored_assignment=use_stored_assignment)
+    equal, n = parameters_equal(model, ref)
+    assert n > 0, "no tensors were compared"
+    assert equal, "the run differs from a scratch fit on the remaining data"
+    users = np.unique(remaining.user_ids[remaining.user_idx])
+    assert np.array_equal(model.recommend(users, k=k), ref.recommend(users, k=k)), (
+        "the run recommends differently from the scratch fit"
+    )
+    return ref
+
+
 # ---------------------------------------------------------------------------------- sharders
 class SharderContract:
     """Contract tests for a :class:`~sisakit.Sharder`.
 
-    Subclass it and implement :meth:`make_sharder`. Override :meth:`make_data` to test on
-    other data; set ``n_shards`` / ``seed`` to change the defaults.
+    Subclass it and implement :meth:`make_sharder`. Override :meth:`make_data` (and
+    :meth:`make_string_data`) to test on other data; set ``n_shards`` / ``seed`` to change the
+    defaults.
 
     Checks: assignments are deterministic for a seed; one int64 shard id in
     ``[0, n_shards)`` per record; user-level sharders (``unit == "user"``) keep all of a user's
-    records together; a record keeps its shard when other records, users or items are deleted
-    (skipped for ``data_dependent`` sharders, which the engine handles by storing the
-    assignment); ``n_shards`` larger than the number of sharding units raises
-    :class:`~sisakit.ValidationError`.
+    records together, item-level ones (``unit == "item"``) all of an item's; a record keeps its
+    shard when other records, users or items are deleted (skipped for ``data_dependent``
+    sharders, which the engine handles by storing the assignment); ``n_shards`` larger than the
+    number of sharding units raises :class:`~sisakit.ValidationError`.
     """
 
     #: Shards used by the tests.
@@ -226,6 +316,15 @@ class SharderContract:
         Interactions
         """
         return make_interactions()
+
+    def make_string_data(self) -> Interactions:
+        """Return test data with string raw ids (default: ``make_interactions(str_ids=True)``).
+
+        Returns
+        -------
+        Interactions
+        """
+        return make_interactions(str_ids=True)
 
     def _assign(self, sharder: Sharder, data: Interactions, n_shards: int | None = None,
                 seed: int | None = None) -> np.ndarray:
@@ -264,7 +363,7 @@ class SharderContract:
         """The factory returns a :class:`Sharder` with a known ``unit``."""
         sharder = self.make_sharder()
         assert isinstance(sharder, Sharder)
-        assert sharder.unit in ("user", "record"), f"unknown unit {sharder.unit!r}"
+        assert sharder.unit in ("user", "item", "record"), f"unknown unit {sharder.unit!r}"
 
     def test_deterministic_for_seed(self) -> None:
         """The same seed gives the same assignment, also from a fresh clone."""
@@ -291,7 +390,7 @@ class SharderContract:
 
     def test_string_ids(self) -> None:
         """Data with string raw ids is sharded validly and deterministically."""
-        data = make_interactions(str_ids=True)
+        data = self.make_string_data()
         sharder = self.make_sharder()
         ids = self._assign(sharder, data)
         self._assert_valid(ids, data, self.n_shards)
@@ -301,8 +400,8 @@ class SharderContract:
         """With ``unit == "user"`` all of a user's records share one shard."""
         sharder = self.make_sharder()
         if sharder.unit != "user":
-            pytest.skip("record-level sharder")
-        for data in (self.make_data(), make_interactions(str_ids=True)):
+            pytest.skip("not a user-level sharder")
+        for data in (self.make_data(), self.make_string_data()):
             ids = self._assign(sharder, data)
             per_user_min = np.full(data.n_users, np.iinfo(np.int64).max)
             per_user_max = np.full(data.n_users, -1)
@@ -314,6 +413,22 @@ class SharderContract:
                 f"user-level sharder split user(s) {data.user_ids[split][:10].tolist()} "
                 "across shards"
             )
+
+    def test_item_level_keeps_items_together(self) -> None:
+        """With ``unit == "item"`` all of an item's records share one shard."""
+        sharder = self.make_sharder()
+        if sharder.unit != "item":
+            pytest.skip("not an item-level sharder")
+        data = self.make_data()
+        ids = self._assign(sharder, data)
+        lo = np.full(data.n_items, np.iinfo(np.int64).max)
+        hi = np.full(data.n_items, -1)
+        np.minimum.at(lo, data.item_idx, ids)
+        np.maximum.at(hi, data.item_idx, ids)
+        split = np.flatnonzero((data.item_counts() > 0) & (lo != hi))
+        assert len(split) == 0, (
+            f"item-level sharder split item(s) {data.item_ids[split][:10].tolist()} across shards"
+        )
 
     def test_stable_when_users_deleted(self) -> None:
         """Remaining records keep their shard after ``data.without(users=...)``."""
@@ -350,7 +465,7 @@ class SharderContract:
         data = self.make_data()
         users = np.unique(data.user_idx)[:5]
         small = data.take(np.flatnonzero(np.isin(data.user_idx, users)))
-        units = len(users) if sharder.unit == "user" else len(small)
+        units = sharder.n_units(small)
         return small, units
 
     def test_rejects_more_shards_than_units(self) -> None:
@@ -906,3 +1021,114 @@ class UnlearnerContract:
 
     def test_params_roundtrip(self) -> None:
         _check_params_roundtrip(self.make_unlearner())
+
+
+# ---------------------------------------------------------------------------------- influence
+class InfluenceContract:
+    """Contract tests for an :class:`~sisakit.InfluenceMeasure` (plugin kind ``"influence"``).
+
+    Subclass it and implement :meth:`make_measure`; set ``n_users``, ``k``, ``n_items`` or
+    ``seed`` to change the random top-K lists the checks use.
+
+    Checks: one float64 value per user; identical lists give ``no_change``; disjoint lists give
+    ``extreme``; every value lies between the two; a user's value depends only on that user's
+    row (vectorised, order-independent); the same input gives the same bits; ``k = 1`` works;
+    parameters round-trip.
+    """
+
+    n_users: int = 50
+    k: int = 10
+    n_items: int = 60
+    seed: int = 0
+
+    def make_measure(self) -> InfluenceMeasure:
+        """Return a fresh instance of the measure under test."""
+        raise NotImplementedError("implement make_measure() in your contract subclass")
+
+    def _lists(self, seed: int = 0) -> np.ndarray:
+        """Random top-K lists: distinct items in ``[0, n_items)`` per row."""
+        rng = np.random.default_rng(self.seed + seed)
+        return np.argsort(rng.random((self.n_users, self.n_items)), axis=1)[:, : self.k]
+
+    def _changed(self, before: np.ndarray, seed: int = 1) -> np.ndarray:
+        """Per row: a random re-ordering with some items swapped for unseen ones."""
+        rng = np.random.default_rng(self.seed + seed)
+        perm = np.argsort(rng.random(before.shape), axis=1)
+        after = np.take_along_axis(before, perm, axis=1)
+        fresh = self.n_items + np.arange(self.k)[None, :]  # never in the before lists
+        swap = rng.random(before.shape) < rng.random((len(before), 1))
+        return np.where(swap, np.broadcast_to(fresh, before.shape), after).astype(np.int64)
+
+    def _compute(self, measure: InfluenceMeasure, before: np.ndarray, after: np.ndarray
+                 ) -> np.ndarray:
+        k = before.shape[1]
+        values = measure.compute(before.astype(np.int64), after.astype(np.int64), k)
+        assert isinstance(values, np.ndarray), "compute() must return a numpy array"
+        assert values.shape == (len(before),), (
+            f"compute() returned shape {values.shape}, expected ({len(before)},): one value per user"
+        )
+        assert values.dtype == np.float64, f"compute() must return float64, got {values.dtype}"
+        assert np.isfinite(values).all(), "compute() returned NaN or infinite values"
+        return values
+
+    def test_is_a_measure(self) -> None:
+        measure = self.make_measure()
+        assert isinstance(measure, InfluenceMeasure)
+        assert measure.no_change != measure.extreme, "no_change and extreme must differ"
+
+    def test_identical_lists_give_no_change(self) -> None:
+        measure = self.make_measure()
+        before = self._lists()
+        values = self._compute(measure, before, before.copy())
+        assert np.allclose(values, measure.no_change, rtol=0, atol=1e-12), (
+            "identical lists must give no_change"
+        )
+
+    def test_disjoint_lists_give_extreme(self) -> None:
+        measure = self.make_measure()
+        before = self._lists()
+        after = self._lists(seed=7) + self.n_items  # no item in common with before
+        values = self._compute(measure, before, after)
+        assert np.allclose(values, measure.extreme, rtol=0, atol=1e-12), (
+            "lists with no common item must give extreme"
+        )
+
+    def test_values_within_bounds(self) -> None:
+        measure = self.make_measure()
+        before = self._lists()
+        values = self._compute(measure, before, self._changed(before))
+        lo, hi = measure.bounds
+        assert (values >= lo - 1e-12).all() and (values <= hi + 1e-12).all(), (
+            f"values must lie in [{lo}, {hi}] (between no_change and extreme)"
+        )
+        assert not np.allclose(values, measure.no_change), "changed lists all gave no_change"
+
+    def test_rows_are_independent(self) -> None:
+        measure = self.make_measure()
+        before = self._lists()
+        after = self._changed(before)
+        full = self._compute(measure, before, after)
+        rows = np.random.default_rng(self.seed).permutation(len(before))[: max(1, len(before) // 3)]
+        part = self._compute(measure, before[rows], after[rows])
+        assert np.allclose(part, full[rows], rtol=1e-12, atol=1e-12), (
+            "a user's value must depend only on that user's lists (same value in any subset or "
+            "order of users)"
+        )
+
+    def test_deterministic(self) -> None:
+        before = self._lists()
+        after = self._changed(before)
+        a = self._compute(self.make_measure(), before, after)
+        b = self._compute(self.make_measure(), before, after)
+        assert np.array_equal(a, b), "the same input must give the same bits"
+
+    def test_k_equals_one(self) -> None:
+        measure = self.make_measure()
+        before = self._lists()[:, :1]
+        same = self._compute(measure, before, before.copy())
+        other = self._compute(measure, before, before + self.n_items)
+        assert np.allclose(same, measure.no_change, rtol=0, atol=1e-12)
+        assert np.allclose(other, measure.extreme, rtol=0, atol=1e-12)
+
+    def test_params_roundtrip(self) -> None:
+        _check_params_roundtrip(self.make_measure())

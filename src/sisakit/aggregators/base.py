@@ -5,6 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 
 from ..base import Component
@@ -26,10 +27,18 @@ class Aggregator(Component, ABC):
       that without materialising the stack when :meth:`aggregate` is not overridden.
     * Aggregators with ``requires_fit = True`` are fitted on the training data after the shards
       (and refitted from scratch after every forget, so exactness holds).
+    * Aggregators with ``needs_user_idx = True`` receive the batch's user indices as
+      ``aggregate(scores, mask, counts, user_idx=...)`` (an ``int64`` tensor of shape ``(B,)``);
+      the engine never passes the keyword to aggregators that do not opt in.
+    * :meth:`holdout_mask` may reserve training records for the aggregator's own validation:
+      the engine keeps them in the run (stored, forgettable, excluded from recommendations as
+      seen items) but no shard trains on them, and they do not count in ``counts``.
     * Output is deterministic and has the documented shapes.
     """
 
     requires_fit: ClassVar[bool] = False
+    #: Opt-in: the engine passes ``user_idx=`` to :meth:`aggregate`.
+    needs_user_idx: ClassVar[bool] = False
 
     def fit(self, ensemble: Any, data: Any) -> Aggregator:
         """Fit on a trained ensemble and its training data (no-op by default)."""
@@ -49,6 +58,14 @@ class Aggregator(Component, ABC):
         num = (w * torch.where(mask, scores, torch.zeros_like(scores))).sum(0)
         scored = den > 0
         return torch.where(scored, num / torch.where(scored, den, torch.ones_like(den)), num), scored
+
+    def holdout_mask(self, data: Any, *, seed: int) -> np.ndarray | None:
+        """Records (boolean mask over ``data``) held out from shard training, or None (default).
+
+        It must depend on each record alone (e.g. a seeded hash of its ``record_id``), so that a
+        record stays held out, or not, whatever else is deleted; otherwise exactness breaks.
+        """
+        return None
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """Fitted state (empty for aggregators without one)."""

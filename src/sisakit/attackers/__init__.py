@@ -2,12 +2,15 @@
 
 from .attribute import AttributeAttacker, MLPAttributeAttacker, XGBoostAttributeAttacker, balance
 from .base import Attacker, AttackResult
+from .membership import InteractionMembershipAttacker, MembershipAttacker
 
 __all__ = [
     "AttackResult",
     "Attacker",
     "AttributeAttacker",
+    "InteractionMembershipAttacker",
     "MLPAttributeAttacker",
+    "MembershipAttacker",
     "XGBoostAttributeAttacker",
     "balance",
 ]

@@ -54,6 +54,15 @@ class ShardModel(Component, ABC):
     def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
         """Restore a state produced by :meth:`state_dict`."""
 
+    def bind_space(self, space: Any) -> None:
+        """Called by the SISA engine with the run's remaining data whenever it changes (after
+        fit, forget, load and repartition), for every shard model, retrained or not.
+
+        Models that read per-user side data at scoring time (e.g. ``user_features``) refresh
+        their reference here, so rows of forgotten users are not kept alive and a reloaded
+        model can score. No-op by default.
+        """
+
     def user_embeddings(self) -> torch.Tensor | None:
         """User embedding matrix ``(n_users, d)``, or None for models without one."""
         return None

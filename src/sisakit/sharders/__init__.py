@@ -2,5 +2,16 @@
 
 from .base import Sharder
 from .random import RandomInteractionSharder, RandomUserSharder
+from .receraser import RecEraserInteractionSharder, RecEraserItemSharder, RecEraserUserSharder
+from .stratified import ActivityStratifiedSharder, AttributeStratifiedSharder
 
-__all__ = ["RandomInteractionSharder", "RandomUserSharder", "Sharder"]
+__all__ = [
+    "ActivityStratifiedSharder",
+    "AttributeStratifiedSharder",
+    "RandomInteractionSharder",
+    "RandomUserSharder",
+    "RecEraserInteractionSharder",
+    "RecEraserItemSharder",
+    "RecEraserUserSharder",
+    "Sharder",
+]

@@ -22,10 +22,13 @@ class Sharder(Component, ABC):
       a position). Data-dependent sharders may break this; the SISA engine stores the
       assignment at fit time, so exactness still holds for them.
     * With ``unit == "user"`` every record of a user gets the same shard, and slices are drawn
-      per user too; with ``unit == "record"`` shards and slices are drawn per record.
+      per user too; with ``unit == "item"`` every record of an item gets the same shard and
+      slices are drawn per item; with ``unit == "record"`` shards and slices are drawn per
+      record. Whatever the unit, forgetting a user removes all of that user's records.
     """
 
-    #: ``"user"`` (all of a user's records share a shard and a slice) or ``"record"``.
+    #: ``"user"`` (all of a user's records share a shard and a slice), ``"item"`` (all of an
+    #: item's records do) or ``"record"``.
     unit: ClassVar[str] = "user"
     #: True when the assignment is computed from the data itself (see the docs on exactness).
     data_dependent: ClassVar[bool] = False
@@ -35,15 +38,19 @@ class Sharder(Component, ABC):
         """Return the shard id of every record of ``data``."""
 
     def unit_keys(self, data: Any) -> np.ndarray:
-        """Raw key of each record's sharding unit (raw user id, or record id)."""
+        """Raw key of each record's sharding unit (raw user id, raw item id, or record id)."""
         if self.unit == "user":
             return data.user_ids[data.user_idx]
+        if self.unit == "item":
+            return data.item_ids[data.item_idx]
         return data.record_id
 
     def n_units(self, data: Any) -> int:
         """Number of distinct sharding units present in ``data``."""
         if self.unit == "user":
             return int(np.count_nonzero(np.bincount(data.user_idx, minlength=data.n_users)))
+        if self.unit == "item":
+            return int(np.count_nonzero(np.bincount(data.item_idx, minlength=data.n_items)))
         return len(data)
 
     def _check(self, data: Any, n_shards: int) -> None:

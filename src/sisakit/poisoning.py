@@ -1,0 +1,228 @@
+"""Data poisoning by fake users (a push attack), its effect on exposure, and its removal.
+
+:func:`inject_fake_users` appends ``n_fake`` fake users who each interact with a target item and
+``n_filler`` filler items (popular ones, which tie the target to the taste of many real users,
+or random ones). :func:`exposure` measures the share of users whose top-``k`` list holds the
+target. Forgetting the fake users with :meth:`sisakit.SISA.forget` removes their influence
+exactly: the unlearned ensemble equals a scratch fit of the remaining data.
+
+**What "exactly" means here**
+
+Forgotten users stay in the id space as tombstones. The exact reference is therefore a fit on
+``poisoned.without(users=fake)``, which keeps the fake users' (now empty) rows: same id space,
+same stored assignment, same bits, same exposure. A model trained on the clean data alone has a
+smaller user table, so its seeded initial item factors differ (they are drawn after the user
+factors) and its exposure agrees only statistically, not bit for bit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .data import IdMap, Interactions, canonical_id
+from .errors import UnknownIdError, ValidationError
+
+__all__ = ["PoisonedData", "exposure", "inject_fake_users"]
+
+_FILLERS = ("popular", "random")
+
+
+@dataclass(frozen=True)
+class PoisonedData:
+    """Poisoned interactions and what was injected.
+
+    Attributes
+    ----------
+    data : Interactions
+        The clean records followed by the fake users' records; clean users and items keep their
+        indices and record ids.
+    fake_users : ndarray
+        Raw ids of the fake users (forget these to undo the attack).
+    target_item : int or str
+        Raw id of the pushed item.
+    n_filler : int
+        Filler items per fake user.
+    filler : str
+        ``"popular"`` or ``"random"``.
+    """
+
+    data: Interactions
+    fake_users: np.ndarray
+    target_item: Any
+    n_filler: int
+    filler: str
+
+    @property
+    def n_fake(self) -> int:
+        return len(self.fake_users)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The attack's parameters (JSON-ready)."""
+        return {"n_fake": self.n_fake, "n_filler": self.n_filler, "filler": self.filler,
+                "target_item": canonical_id(self.target_item),
+                "fake_records": self.n_fake * (self.n_filler + 1)}
+
+
+def _check_int(name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValidationError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _item_index(data: Interactions, item: Any) -> int:
+    if isinstance(item, (list, tuple, np.ndarray)):
+        raise ValidationError(f"item must be a single raw item id, got {item!r}")
+    raw = canonical_id(item)
+    idx, known = data.item_map.lookup(np.array([raw]))
+    if not known[0]:
+        raise UnknownIdError("item", [raw])
+    if not data.item_active[idx[0]]:
+        raise ValidationError(f"item {raw!r} was forgotten (inactive); pick an active item")
+    return int(idx[0])
+
+
+def _blank_like(col: np.ndarray, n: int) -> np.ndarray:
+    """``n`` empty attribute values for fake users (NaN, -1, False or the empty string)."""
+    kind = col.dtype.kind
+    fill: Any = np.nan if kind == "f" else 0 if kind == "u" else -1 if kind == "i" else (
+        False if kind == "b" else "")
+    return np.concatenate([col, np.full(n, fill, dtype=col.dtype if kind != "O" else object)])
+
+
+def inject_fake_users(
+    data: Interactions,
+    target_item: Any,
+    n_fake: int,
+    *,
+    n_filler: int = 30,
+    filler: str = "popular",
+    pool: int | None = None,
+    seed: int = 0,
+) -> PoisonedData:
+    """Append fake users who push ``target_item``.
+
+    Each fake user interacts with the target and with ``n_filler`` distinct filler items drawn
+    without replacement: from the ``pool`` most popular active items (``filler="popular"``,
+    default pool ``2 * n_filler``) or from all active items (``filler="random"``).
+
+    Parameters
+    ----------
+    data : Interactions
+        Clean records.
+    target_item : int or str
+        Raw id of the item to push.
+    n_fake : int
+        Number of fake users (>= 1).
+    n_filler : int
+        Filler items per fake user (>= 0).
+    filler : {"popular", "random"}
+        How fillers are chosen.
+    pool : int, optional
+        Size of the popular pool (``filler="popular"`` only).
+    seed : int
+        Seed of the filler draws.
+
+    Returns
+    -------
+    PoisonedData
+        Fake raw ids are ``max(user id) + 1, ...`` for integer ids and ``"fake-0", ...`` for
+        string ids. Their records get fresh record ids, the latest timestamp, the highest rating
+        and weight 1 where those columns exist.
+    """
+    if not isinstance(data, Interactions):
+        raise ValidationError(f"inject_fake_users() takes sisakit.Interactions, got "
+                              f"{type(data).__name__}")
+    n_fake = _check_int("n_fake", n_fake, 1)
+    n_filler = _check_int("n_filler", n_filler, 0)
+    if filler not in _FILLERS:
+        raise ValidationError(f"filler must be one of {_FILLERS}, got {filler!r}")
+    target = _item_index(data, target_item)
+    candidates = np.flatnonzero(data.item_active)
+    candidates = candidates[candidates != target]
+    if filler == "popular":
+        size = 2 * n_filler if pool is None else _check_int("pool", pool, n_filler)
+        counts = data.item_counts()[candidates]
+        # Most popular first; ties by index so the pool is deterministic.
+        candidates = candidates[np.lexsort((candidates, -counts))][:size]
+    if n_filler > len(candidates):
+        raise ValidationError(f"n_filler={n_filler} exceeds the {len(candidates)} available "
+                              "filler items; lower n_filler or enlarge pool")
+    rng = np.random.default_rng(seed)
+    # Distinct fillers per fake user: the n_filler smallest of random keys (vectorised).
+    keys = rng.random((n_fake, len(candidates)))
+    pick = np.argpartition(keys, n_filler - 1, axis=1)[:, :n_filler] if n_filler else (
+        np.zeros((n_fake, 0), dtype=np.int64))
+    items = np.concatenate([np.full((n_fake, 1), target), candidates[pick]], axis=1).ravel()
+    local = np.repeat(np.arange(n_fake), n_filler + 1)
+
+    ids = data.user_ids
+    if ids.dtype.kind == "U":
+        fake = np.array([f"fake-{j}" for j in range(n_fake)])
+        clash = np.isin(fake, ids)
+        if clash.any():
+            raise ValidationError(f"user ids {fake[clash][:5].tolist()} already exist; rename "
+                                  "those users before injecting fakes")
+    else:
+        fake = int(ids.max()) + 1 + np.arange(n_fake, dtype=np.int64)
+    user_map = IdMap(np.concatenate([ids, fake]), "user")
+    n = len(items)
+    cols: dict[str, Any] = {}
+    if data.rating is not None:
+        cols["rating"] = np.r_[data.rating, np.full(n, data.rating.max(), np.float32)]
+    if data.timestamp is not None:
+        cols["timestamp"] = np.r_[data.timestamp, np.full(n, data.timestamp.max(), np.int64)]
+    if data.weight is not None:
+        cols["weight"] = np.r_[data.weight, np.ones(n, np.float32)]
+    first_id = int(data.record_id.max()) + 1 if len(data) else 0
+    poisoned = Interactions(
+        user_idx=np.r_[data.user_idx, data.n_users + local],
+        item_idx=np.r_[data.item_idx, items],
+        user_map=user_map,
+        item_map=data.item_map,
+        record_id=np.r_[data.record_id, first_id + np.arange(n, dtype=np.int64)],
+        user_attributes={k: _blank_like(v, n_fake) for k, v in data.user_attributes.items()},
+        item_attributes=data.item_attributes,
+        item_active=data.item_active,
+        **cols,
+    )
+    return PoisonedData(poisoned, fake, data.item_ids[target], n_filler, filler)
+
+
+def exposure(model: Any, item: Any, users: Any, k: int = 10) -> float:
+    """Share of ``users`` whose top-``k`` recommendations contain ``item``.
+
+    Parameters
+    ----------
+    model : sisakit.SISA or similar
+        Needs ``recommend(raw_user_ids, k=...)`` and ``data`` (its :class:`Interactions`, for
+        the catalogue). Seen items are excluded as :meth:`sisakit.SISA.recommend` does, so pass
+        users who have not interacted with ``item`` to measure a push.
+    item : int or str
+        Raw item id.
+    users : sequence of raw user ids
+        The audience (non-empty).
+    k : int
+        List length, ``1 <= k <= n_items``.
+
+    Returns
+    -------
+    float
+        In ``[0, 1]``.
+    """
+    if not callable(getattr(model, "recommend", None)) or not hasattr(model, "data"):
+        raise ValidationError(f"exposure() needs a fitted model with recommend() and data, like "
+                              f"sisakit.SISA; got {type(model).__name__}")
+    data = model.data
+    idx = _item_index(data, item)
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= data.n_items:
+        raise ValidationError(f"k must be an integer in [1, {data.n_items}] (the catalogue), "
+                              f"got {k!r}; lower k")
+    if isinstance(users, (str, bytes)) or np.ndim(users) != 1:
+        raise ValidationError("users must be a 1-D list of raw user ids")
+    if len(users) == 0:
+        raise ValidationError("users is empty; pass the raw ids of the audience")
+    recs = np.asarray(model.recommend(users, k=int(k)))
+    return float((recs == data.item_ids[idx]).any(axis=1).mean())
