@@ -12,7 +12,6 @@ same NDCG@10 as PoT-AU.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import logging
 import sys
@@ -26,18 +25,7 @@ import sisakit
 from sisakit import metrics, plugins
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_sisa import HERE, data_root, load_pairs, machine
-
-
-def load(name: str) -> sisakit.Interactions:
-    root = data_root()
-    if name == "ml-100k":
-        return sisakit.datasets.load_movielens("ml-100k", root / "ml-100k")
-    pairs = load_pairs(root)
-    text = (root / "ml-1m" / "users.dat").read_text(encoding="latin-1").replace("::", "\t")
-    raw = np.loadtxt(io.StringIO(text), dtype=str, delimiter="\t", usecols=(0, 1, 2))
-    ids = raw[:, 0].astype(int)
-    return pairs.with_user_attributes(ids, gender=raw[:, 1], age=raw[:, 2].astype(int))
+from bench_sisa import HERE, load_dataset, machine
 
 
 def age_group(age: np.ndarray) -> np.ndarray:
@@ -85,7 +73,7 @@ def main(argv=None) -> int:
                                   indent=2))
 
     for name in args.datasets:
-        data = load(name)
+        data = load_dataset(name)
         attributes = {"gender": np.asarray(data.user_attributes["gender"]),
                       "age_group": age_group(np.asarray(data.user_attributes["age"]))}
         for model_name in args.models:

@@ -32,7 +32,7 @@ import sisakit
 from sisakit import metrics
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_sisa import HERE, data_root, load_pairs, machine
+from bench_sisa import HERE, load_dataset, machine
 
 log = logging.getLogger("bench_sharding")
 
@@ -58,16 +58,6 @@ MODELS = {
     "bpr-mf": {"factors": 64, "lr": 0.01, "batch_size": 4096},
     "ials": {"factors": 32, "reg": 1.0},
 }
-
-
-def load(name: str) -> sisakit.Interactions:
-    root = data_root()
-    if name == "ml-100k":
-        return sisakit.datasets.load_movielens("ml-100k", root / "ml-100k")
-    pairs = load_pairs(root)
-    raw = np.loadtxt(root / "ml-1m" / "users.dat", dtype=str, delimiter="::", usecols=(0, 1),
-                     encoding="latin-1")
-    return pairs.with_user_attributes(raw[:, 0].astype(int), gender=raw[:, 1])
 
 
 def low_activity_users(train: sisakit.Interactions, fraction: float = 0.2) -> np.ndarray:
@@ -185,7 +175,7 @@ def main(argv=None) -> int:
     base = Path(tempfile.mkdtemp(prefix="bench-sharding-"))
     for c in cells:
         if c["dataset"] not in datasets:
-            data = load("ml-100k" if c["dataset"] == "ml-100k" else "ml-1m")
+            data = load_dataset("ml-100k" if c["dataset"] == "ml-100k" else "ml-1m")
             datasets.clear()  # one data set in memory at a time
             train, test = sisakit.split.holdout(data, test_fraction=0.2, seed=0)
             rng = np.random.default_rng(0)

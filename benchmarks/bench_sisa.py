@@ -17,6 +17,7 @@ stage-units of one shard, and the bound against the unsharded model is S times t
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import logging
 import os
@@ -44,6 +45,18 @@ def load_pairs(root: Path) -> sisakit.Interactions:
     if not path.is_file():
         sys.exit(f"{path} not found: set SISAKIT_DATA to the folder holding ml-1m-partial/")
     return sisakit.datasets.read_interactions(path, user_col="userID", item_col="movieID")
+
+
+def load_dataset(name: str) -> sisakit.Interactions:
+    """ML-100K (``"ml-100k"``) or the ML-1M pairs with ``gender`` and ``age`` from users.dat."""
+    root = data_root()
+    if name == "ml-100k":
+        return sisakit.datasets.load_movielens("ml-100k", root / "ml-100k")
+    pairs = load_pairs(root)
+    text = (root / "ml-1m" / "users.dat").read_text(encoding="latin-1").replace("::", "\t")
+    raw = np.loadtxt(io.StringIO(text), dtype=str, delimiter="\t", usecols=(0, 1, 2))
+    return pairs.with_user_attributes(raw[:, 0].astype(int), gender=raw[:, 1],
+                                      age=raw[:, 2].astype(int))
 
 
 def analytic_bound(n_shards: int, n_slices: int) -> float:

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import torch
 
 from . import metrics as _metrics
 from .data import Interactions, labelled
@@ -445,16 +444,6 @@ def group_deltas(
                        after=a.values, delta=delta)
 
 
-class _ShardScorer:
-    """One shard model as a :class:`~sisakit.metrics.Scorer` over the ensemble's id space."""
-
-    def __init__(self, model: Any, n_users: int, n_items: int) -> None:
-        self.model, self.n_users, self.n_items = model, n_users, n_items
-
-    def scores(self, user_idx: np.ndarray) -> torch.Tensor:
-        return self.model.scores(user_idx).float().cpu()
-
-
 def per_shard_metrics(
     sisa: Any,
     train: Interactions,
@@ -525,7 +514,7 @@ def per_shard_metrics(
             served = (counts[s] > 0) & (codes >= 0)
             if not served.any():
                 continue
-            scorer = _ShardScorer(model, sisa.n_users, sisa.n_items)
+            scorer = _metrics.ModelScorer(model, sisa.n_users, sisa.n_items)
             try:
                 per = _per_user(scorer, train, test, k, served, batch_size)
             except ValidationError:  # no served user has a test item: the row stays empty

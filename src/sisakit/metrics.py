@@ -45,7 +45,8 @@ import torch
 from .data import Interactions
 from .errors import ValidationError
 
-__all__ = ["METRIC_NAMES", "Scorer", "evaluate", "evaluate_sampled", "ranking_metrics", "topk_items"]
+__all__ = ["METRIC_NAMES", "ModelScorer", "Scorer", "evaluate", "evaluate_sampled", "ranking_metrics",
+           "topk_items"]
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +84,24 @@ class Scorer(Protocol):
 
 
 # ---------------------------------------------------------------------------------- helpers
+class ModelScorer:
+    """A single :class:`~sisakit.ShardModel` seen as a :class:`Scorer` over an id space.
+
+    Parameters
+    ----------
+    model : ShardModel
+        A fitted model (e.g. one shard of a SISA ensemble).
+    n_users, n_items : int
+        Size of the id space the model was set up in.
+    """
+
+    def __init__(self, model: Any, n_users: int, n_items: int) -> None:
+        self.model, self.n_users, self.n_items = model, int(n_users), int(n_items)
+
+    def scores(self, user_idx: np.ndarray) -> torch.Tensor:
+        return self.model.scores(user_idx).float().cpu()
+
+
 def _normalise_k(k: int | Iterable[int]) -> list[int]:
     """Sorted distinct positive cut-offs."""
     if isinstance(k, (int, np.integer)):

@@ -27,7 +27,7 @@ from .errors import UnknownIdError, ValidationError
 
 __all__ = ["PoisonedData", "exposure", "inject_fake_users"]
 
-_FILLERS = ("popular", "random")
+_FILLERS = ("popular", "random", "sampled", "profile")
 
 
 @dataclass(frozen=True)
@@ -82,6 +82,49 @@ def _item_index(data: Interactions, item: Any) -> int:
     if not data.item_active[idx[0]]:
         raise ValidationError(f"item {raw!r} was forgotten (inactive); pick an active item")
     return int(idx[0])
+
+
+def _distinct_draws(rng: np.random.Generator, n_rows: int, n_cols: int, k: int,
+                    weights: np.ndarray | None = None, valid: np.ndarray | None = None
+                    ) -> np.ndarray:
+    """``k`` distinct column indices per row, drawn without replacement (vectorised).
+
+    Uniform, or with probability proportional to ``weights`` (Efraimidis–Spirakis keys
+    ``-log(u) / w``); ``valid`` (``n_rows x n_cols`` boolean) excludes entries.
+    """
+    if k == 0:
+        return np.zeros((n_rows, 0), dtype=np.int64)
+    keys = rng.random((n_rows, n_cols))
+    if weights is not None:
+        with np.errstate(divide="ignore"):
+            keys = -np.log(keys) / np.asarray(weights, dtype=np.float64)  # w = 0 -> inf (never)
+    if valid is not None:
+        keys[~valid] = np.inf
+    return np.argpartition(keys, k - 1, axis=1)[:, :k]
+
+
+def _profile_fillers(data: Interactions, target: int, candidates: np.ndarray, n_fake: int,
+                     n_filler: int, rng: np.random.Generator) -> np.ndarray:
+    """Fillers copied from real profiles: fake ``j`` takes ``n_filler`` distinct items from the
+    history of one real user (drawn without replacement while there are enough) who never
+    interacted with the target and has at least ``n_filler`` filler candidates."""
+    keep = np.isin(data.item_idx, candidates)
+    users, items = data.user_idx[keep], data.item_idx[keep]
+    pairs = np.unique(users.astype(np.int64) * data.n_items + items)  # distinct (user, item)
+    users, items = pairs // data.n_items, pairs % data.n_items
+    deg = np.bincount(users, minlength=data.n_users)
+    saw_target = np.zeros(data.n_users, dtype=bool)
+    saw_target[data.user_idx[data.item_idx == target]] = True
+    eligible = np.flatnonzero((deg >= max(n_filler, 1)) & ~saw_target)
+    if len(eligible) == 0:
+        raise ValidationError(f"no real user without the target has {n_filler} filler items to "
+                              "copy; lower n_filler or use filler='popular'")
+    source = rng.choice(eligible, size=n_fake, replace=n_fake > len(eligible))
+    start = np.r_[0, np.cumsum(deg)][source]  # pairs are sorted by user
+    width = int(deg[source].max())
+    valid = np.arange(width)[None, :] < deg[source][:, None]
+    pick = _distinct_draws(rng, n_fake, width, n_filler, valid=valid)
+    return items[start[:, None] + pick]
 
 
 def _blank_like(col: np.ndarray, n: int) -> np.ndarray:
@@ -147,15 +190,20 @@ def inject_fake_users(
         counts = data.item_counts()[candidates]
         # Most popular first; ties by index so the pool is deterministic.
         candidates = candidates[np.lexsort((candidates, -counts))][:size]
-    if n_filler > len(candidates):
+    if filler != "profile" and n_filler > len(candidates):
         raise ValidationError(f"n_filler={n_filler} exceeds the {len(candidates)} available "
                               "filler items; lower n_filler or enlarge pool")
     rng = np.random.default_rng(seed)
-    # Distinct fillers per fake user: the n_filler smallest of random keys (vectorised).
-    keys = rng.random((n_fake, len(candidates)))
-    pick = np.argpartition(keys, n_filler - 1, axis=1)[:, :n_filler] if n_filler else (
-        np.zeros((n_fake, 0), dtype=np.int64))
-    items = np.concatenate([np.full((n_fake, 1), target), candidates[pick]], axis=1).ravel()
+    if filler == "profile":
+        chosen = _profile_fillers(data, target, candidates, n_fake, n_filler, rng)
+    else:
+        weights = data.item_counts()[candidates] if filler == "sampled" else None
+        if weights is not None and np.count_nonzero(weights) < n_filler:
+            raise ValidationError(f"n_filler={n_filler} exceeds the {np.count_nonzero(weights)} "
+                                  "items with records that filler='sampled' draws from; lower "
+                                  "n_filler")
+        chosen = candidates[_distinct_draws(rng, n_fake, len(candidates), n_filler, weights)]
+    items = np.concatenate([np.full((n_fake, 1), target), chosen], axis=1).ravel()
     local = np.repeat(np.arange(n_fake), n_filler + 1)
 
     ids = data.user_ids

@@ -102,7 +102,7 @@ class WeightedAggregator(Aggregator):
 
     def fit(self, ensemble: Any, data: Any) -> WeightedAggregator:
         """Compute each shard's validation NDCG@k and the softmax shard weights."""
-        from ..metrics import evaluate
+        from ..metrics import ModelScorer, evaluate
 
         if self.by != "validation":
             return self
@@ -118,8 +118,8 @@ class WeightedAggregator(Aggregator):
                 if len(users) == 0:
                     continue
                 try:
-                    res = evaluate(_Scorer(model, data), train, val, k=min(self.k, data.n_items),
-                                   users=users)
+                    scorer = ModelScorer(model, data.n_users, data.n_items)
+                    res = evaluate(scorer, train, val, k=min(self.k, data.n_items), users=users)
                 except ValidationError:  # no evaluable user (e.g. only training items held out)
                     continue
                 ndcg[s] = res[f"ndcg@{min(self.k, data.n_items)}"]
@@ -151,16 +151,6 @@ class WeightedAggregator(Aggregator):
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         w = state.get("shard_weights")
         self._shard_weights = None if w is None else w.detach().cpu().float().clone()
-
-
-class _Scorer:
-    """One shard model seen as a :class:`sisakit.metrics.Scorer`."""
-
-    def __init__(self, model: Any, data: Any) -> None:
-        self.model, self.n_users, self.n_items = model, data.n_users, data.n_items
-
-    def scores(self, user_idx: np.ndarray) -> torch.Tensor:
-        return self.model.scores(user_idx).float().cpu()
 
 
 @hookimpl

@@ -22,9 +22,10 @@ import torch
 from torch import nn
 
 from .._device import resolve_device, torch_generator
-from .._rng import INIT, derive_seed, seed_from_tensor, seed_to_tensor
+from .._rng import INIT, derive_seed, seed_from_tensor
 from ..errors import ValidationError
 from ..hookspecs import hookimpl
+from ._module_state import load_module_state, module_state
 from .base import ShardModel
 
 
@@ -175,14 +176,7 @@ class MLPClassifier(ShardModel):
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         net = self._require()
-        out = {f"net.{k}": v.detach().cpu().clone() for k, v in net.state_dict().items()}
-        for idx, p in enumerate(net.parameters()):
-            st = self._opt.state.get(p, {})
-            for key in ("exp_avg", "exp_avg_sq", "step"):
-                if key in st:
-                    out[f"opt.{idx}.{key}"] = torch.as_tensor(st[key]).detach().cpu().clone()
-        out["init_seed"] = seed_to_tensor(self._init_seed)
-        return out
+        return module_state(net, self._opt, self._init_seed)
 
     def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
         """Restore a :meth:`state_dict` (no :meth:`setup` needed first)."""
@@ -199,18 +193,7 @@ class MLPClassifier(ShardModel):
         self._init_seed = seed_from_tensor(state["init_seed"])
         self._build(shapes[0][1], shapes[-1][0], self._init_seed)
         net = self._require()
-        try:
-            net.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("net.")})
-        except RuntimeError as exc:
-            raise ValidationError(f"state does not fit this mlp-classifier: {exc}") from exc
-        dev = self._device()
-        for idx, p in enumerate(net.parameters()):
-            if f"opt.{idx}.step" in state:
-                self._opt.state[p] = {
-                    "step": state[f"opt.{idx}.step"].clone(),
-                    "exp_avg": state[f"opt.{idx}.exp_avg"].to(dev).clone(),
-                    "exp_avg_sq": state[f"opt.{idx}.exp_avg_sq"].to(dev).clone(),
-                }
+        load_module_state(net, self._opt, state, "mlp-classifier")
 
     optimizer_impl = "torch.optim.Adam(foreach=False), autograd"
 
