@@ -2,13 +2,14 @@
 
 For every S in --shards: a clean model is fitted on the training split (per-user 80/20 holdout;
 NDCG@10 on the test split checks the configuration). Fake users who each interact with a target
-item (at the --target-quantile of item popularity) and --n-filler popular items are injected,
-trying each --n-fake in turn until the target's top-10 exposure among real users who never
-interacted with it rises by at least --min-gain. The fake users are then forgotten with
-SISA.forget; the exposure is compared with the exact reference (a scratch fit of the remaining
-data with the stored assignment, which keeps the fakes' empty rows in the id space) and with the
-model fitted on the clean data alone. Recovery time = the forget call; full retrain = that
-reference fit (same S) and an unsharded (S=1) fit of the same data.
+item (at the --target-quantile of item popularity) and --n-filler filler items (--filler; the
+default "profile" copies them from the histories of distinct real users) are injected, trying
+each --n-fake in turn (at most --max-fake-share of the real users) until the target's top-10
+exposure among real users who never interacted with it rises by at least --min-gain. The fake
+users are then forgotten with SISA.forget; the exposure is compared with the exact reference (a
+scratch fit of the remaining data with the stored assignment, which keeps the fakes' empty rows
+in the id space) and with the model fitted on the clean data alone. Recovery time = the forget
+call; full retrain = that reference fit (same S) and an unsharded (S=1) fit of the same data.
 
     python benchmarks/bench_poisoning.py                      # ML-1M pairs from $SISAKIT_DATA
     python benchmarks/bench_poisoning.py --synthetic --quick  # smoke run on built-in data
@@ -43,9 +44,12 @@ def main(argv=None) -> int:
     p.add_argument("--factors", type=int, default=64)
     p.add_argument("--lr", type=float, default=0.01)
     p.add_argument("--batch-size", type=int, default=4096)
-    p.add_argument("--n-fake", type=int, nargs="+", default=[480, 960, 1440])
-    p.add_argument("--n-filler", type=int, default=10)
-    p.add_argument("--filler", choices=["popular", "random"], default="popular")
+    p.add_argument("--n-fake", type=int, nargs="+", default=[600, 900, 1200])
+    p.add_argument("--n-filler", type=int, default=30)
+    p.add_argument("--filler", choices=["popular", "random", "sampled", "profile"],
+                   default="profile")
+    p.add_argument("--max-fake-share", type=float, default=0.2,
+                   help="largest --n-fake allowed, as a share of the real users")
     p.add_argument("--target-quantile", type=float, default=0.9,
                    help="popularity quantile of the target item among items with records")
     p.add_argument("--k", type=int, default=10)
@@ -67,8 +71,12 @@ def main(argv=None) -> int:
         data = load_pairs(data_root())
         dataset = "ml-1m pairs"
     if args.quick:
-        args.shards, args.epochs, args.n_fake, args.n_filler = [1, 2], 10, [20, 40, 80], 10
+        args.shards, args.epochs, args.n_fake, args.n_filler = [1, 2], 10, [30, 60, 120], 10
     train, test = sisakit.split.holdout(data, 0.2, seed=args.seed)
+    too_many = [n for n in args.n_fake if n > args.max_fake_share * train.n_users]
+    if too_many:
+        p.error(f"--n-fake {too_many} exceeds --max-fake-share {args.max_fake_share} of the "
+                f"{train.n_users} real users; lower --n-fake")
     counts = train.item_counts()
     with_records = np.flatnonzero(counts > 0)
     by_pop = with_records[np.argsort(counts[with_records], kind="stable")]
@@ -120,7 +128,9 @@ def main(argv=None) -> int:
                 break
         # Forget the strongest attack tried (the first that reached --min-gain, if any did).
         e_att, model, poisoned = best
-        row["attack"] = poisoned.as_dict()
+        row["attack"] = {**poisoned.as_dict(),
+                         "fake_share_of_users": poisoned.n_fake / train.n_users}
+        row["gain_pp"] = 100 * (e_att - e_clean)
         row["gain_reached"] = bool(e_att - e_clean >= args.min_gain)
         row["ndcg@10_attacked"] = ndcg(model, poisoned.data)
         fakes = poisoned.fake_users.tolist()

@@ -128,14 +128,19 @@ def membership_audit(args: argparse.Namespace, data: sisakit.Interactions) -> di
 
 
 def poisoning_audit(args: argparse.Namespace, train: sisakit.Interactions) -> dict[str, Any]:
-    """Push an unpopular item with fake users, then forget them: exposure before/under/after."""
+    """Push an item with fake users, then forget them: exposure before/under/after.
+
+    The settings of ``benchmarks/bench_poisoning.py``: a target at the 90th popularity
+    percentile, fake users worth 20% of the real ones, 30 fillers copied from real profiles.
+    """
     from sisakit import poisoning
 
     counts = train.item_counts()
     active = np.flatnonzero(counts > 0)
-    target = train.item_ids[active[np.argsort(counts[active], kind="stable")[len(active) // 10]]]
-    n_fake = max(5, train.n_users // 20)
-    poisoned = poisoning.inject_fake_users(train, target, n_fake, n_filler=30,
+    order = active[np.argsort(counts[active], kind="stable")]
+    target = train.item_ids[order[int(0.9 * (len(order) - 1))]]
+    n_fake = max(5, train.n_users // 5)
+    poisoned = poisoning.inject_fake_users(train, target, n_fake, n_filler=30, filler="profile",
                                            seed=args.seeds[0])
     # The audience: real users who never interacted with the target.
     seen = np.unique(train.user_idx[train.item_idx == train.item_map.index([target], "item")[0]])

@@ -367,7 +367,7 @@ def test_fold_in_forgotten_user_gets_popularity(data):
     model.forget(users=[user])
     idx = model._user_index([user])
     sc = model.scores(idx)
-    active = torch.from_numpy(model.data.item_active)
+    active = torch.from_numpy(model.data.item_active.copy())
     assert bool((sc[0][active] < -1e29).all()), "a forgotten user must get the popularity fallback"
 
 

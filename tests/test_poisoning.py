@@ -110,3 +110,49 @@ def test_bad_input_raises_sisakit_errors(data, target, audience):
         P.inject_fake_users(data, target, 5, n_filler=data.n_items, filler="random")
     with pytest.raises(sisakit.ValidationError, match="recommend"):
         P.exposure(object(), target, audience)
+
+
+def test_profile_fillers_copy_real_histories_of_users_without_the_target(data, target):
+    n = len(data)
+    p = P.inject_fake_users(data, target, 40, n_filler=6, filler="profile", seed=4)
+    items = p.data.item_idx[n:].reshape(40, 7)
+    t = data.item_map.index([target], "item")[0]
+    assert (items[:, 0] == t).all() and all(len(set(row)) == 7 for row in items.tolist())
+    seen = [set(data.item_idx[data.user_idx == u].tolist()) for u in range(data.n_users)]
+    sources = [[u for u in range(data.n_users) if t not in seen[u] and set(row[1:]) <= seen[u]]
+               for row in items.tolist()]
+    assert all(sources)  # every fake's fillers are a subset of one real, target-free history
+    again = P.inject_fake_users(data, target, 40, n_filler=6, filler="profile", seed=4)
+    assert np.array_equal(again.data.item_idx, p.data.item_idx)
+    other = P.inject_fake_users(data, target, 40, n_filler=6, filler="profile", seed=5)
+    assert not np.array_equal(other.data.item_idx, p.data.item_idx)
+    assert p.as_dict()["filler"] == "profile"
+    with pytest.raises(sisakit.ValidationError, match="lower n_filler"):
+        P.inject_fake_users(data, target, 5, n_filler=int(data.user_counts().max()) + 1,
+                            filler="profile")
+
+
+def test_sampled_fillers_follow_popularity(data, target):
+    n = len(data)
+    p = P.inject_fake_users(data, target, 400, n_filler=5, filler="sampled", seed=1)
+    fill = p.data.item_idx[n:].reshape(400, 6)[:, 1:]
+    t = data.item_map.index([target], "item")[0]
+    assert not (fill == t).any() and all(len(set(row)) == 5 for row in fill.tolist())
+    counts = data.item_counts()
+    drawn = np.bincount(fill.ravel(), minlength=data.n_items)
+    top, bottom = np.argsort(-counts)[:10], np.argsort(counts)[:10]
+    assert drawn[top].sum() > 2 * drawn[bottom].sum()
+
+
+def test_profile_attack_raises_exposure_and_forgetting_restores_the_reference(data, target,
+                                                                             audience):
+    cfg = {**CFG, "n_shards": 2}
+    clean = sisakit.SISA(**cfg).fit(data)
+    p = P.inject_fake_users(data, target, 60, n_filler=10, filler="profile", seed=0)
+    model = sisakit.SISA(**cfg).fit(p.data)
+    e_clean, e_attacked = P.exposure(clean, target, audience), P.exposure(model, target, audience)
+    assert e_attacked - e_clean >= 0.05, (e_clean, e_attacked)
+    model.forget(users=p.fake_users.tolist())
+    ref = sisakit.SISA(**cfg).fit(p.data.without(users=p.fake_users.tolist()),
+                                  assignment=(model._shard, model._slice))
+    assert P.exposure(model, target, audience) == P.exposure(ref, target, audience)

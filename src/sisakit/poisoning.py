@@ -1,10 +1,14 @@
 """Data poisoning by fake users (a push attack), its effect on exposure, and its removal.
 
 :func:`inject_fake_users` appends ``n_fake`` fake users who each interact with a target item and
-``n_filler`` filler items (popular ones, which tie the target to the taste of many real users,
-or random ones). :func:`exposure` measures the share of users whose top-``k`` list holds the
-target. Forgetting the fake users with :meth:`sisakit.SISA.forget` removes their influence
-exactly: the unlearned ensemble equals a scratch fit of the remaining data.
+``n_filler`` filler items: popular ones, which tie the target to the taste of many real users;
+random ones; ones sampled by popularity (an "average" shilling profile); or ones copied from the
+histories of real users (``filler="profile"``, the strongest against ``bpr-mf``: each fake looks
+like a different real user, so the target's factor is pulled towards the real audience rather
+than towards a cluster of identical fakes). :func:`exposure` measures the share of users whose
+top-``k`` list holds the target. Forgetting the fake users with :meth:`sisakit.SISA.forget`
+removes their influence exactly: the unlearned ensemble equals a scratch fit of the remaining
+data.
 
 **What "exactly" means here**
 
@@ -46,7 +50,8 @@ class PoisonedData:
     n_filler : int
         Filler items per fake user.
     filler : str
-        ``"popular"`` or ``"random"``.
+        ``"popular"``, ``"random"``, ``"sampled"`` or ``"profile"`` (see
+        :func:`inject_fake_users`).
     """
 
     data: Interactions
@@ -147,9 +152,25 @@ def inject_fake_users(
 ) -> PoisonedData:
     """Append fake users who push ``target_item``.
 
-    Each fake user interacts with the target and with ``n_filler`` distinct filler items drawn
-    without replacement: from the ``pool`` most popular active items (``filler="popular"``,
-    default pool ``2 * n_filler``) or from all active items (``filler="random"``).
+    Each fake user interacts with the target and with ``n_filler`` distinct filler items (never
+    the target), drawn without replacement and independently per fake user:
+
+    ``"popular"``
+        uniformly from the ``pool`` most popular active items (default pool ``2 * n_filler``), a
+        bandwagon attack;
+    ``"random"``
+        uniformly from all active items (a random attack);
+    ``"sampled"``
+        from all active items with probability proportional to their record count (an average
+        attack: each profile looks like a draw from the catalogue's popularity);
+    ``"profile"``
+        from the history of one real user per fake (a profile-copy attack): each fake copies
+        ``n_filler`` items of a distinct real user who never interacted with the target and has at
+        least ``n_filler`` other active items (users are reused only once ``n_fake`` exceeds the
+        eligible ones). The fakes are as diverse as the real users, so training pulls the target's
+        factor towards the audience's tastes instead of fitting the fakes as one cluster. On
+        MovieLens-1M with ``bpr-mf`` this is the mode that lifts a 90th-percentile target's top-10
+        exposure by more than 5 points (``benchmarks/bench_poisoning.py``).
 
     Parameters
     ----------
@@ -161,12 +182,12 @@ def inject_fake_users(
         Number of fake users (>= 1).
     n_filler : int
         Filler items per fake user (>= 0).
-    filler : {"popular", "random"}
-        How fillers are chosen.
+    filler : {"popular", "random", "sampled", "profile"}
+        How fillers are chosen (see above).
     pool : int, optional
         Size of the popular pool (``filler="popular"`` only).
     seed : int
-        Seed of the filler draws.
+        Seed of the filler (and, for ``"profile"``, source user) draws.
 
     Returns
     -------
@@ -174,6 +195,14 @@ def inject_fake_users(
         Fake raw ids are ``max(user id) + 1, ...`` for integer ids and ``"fake-0", ...`` for
         string ids. Their records get fresh record ids, the latest timestamp, the highest rating
         and weight 1 where those columns exist.
+
+    Raises
+    ------
+    ValidationError
+        On a bad ``n_fake``, ``n_filler``, ``filler`` or ``pool``, when there are fewer filler
+        candidates than ``n_filler`` or, for ``"profile"``, no real user to copy.
+    UnknownIdError
+        When ``target_item`` is not in the id space.
     """
     if not isinstance(data, Interactions):
         raise ValidationError(f"inject_fake_users() takes sisakit.Interactions, got "

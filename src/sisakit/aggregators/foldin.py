@@ -52,7 +52,10 @@ class FoldInAggregator(Aggregator):
     Notes
     -----
     Needs shard models with item embeddings (``bpr-mf``, ``ials``); ``bpr-mf``'s item biases are
-    added. No training: :meth:`fit` copies the shards' item factors and the users' training
+    added. Meant for user-level sharders, where every shard trains on most items: under
+    item-level partitions (``receraser-item``, ``receraser-interaction``) each item is scored by
+    one shard and the ranking is poor (a warning is logged when the shards cover less than half
+    of the items on average). No training: :meth:`fit` copies the shards' item factors and the users' training
     items, so the refit after a forget costs a fraction of a second. The fitted state holds
     ``n_shards × n_items × factors`` floats and the training (user, item) pairs.
     """
@@ -85,6 +88,13 @@ class FoldInAggregator(Aggregator):
             b = getattr(m, "item_biases", None)
             biases.append(b().detach().float().cpu() if callable(b) else torch.zeros(len(q)))
         _, icounts = ensemble.shard_counts()
+        coverage = float((icounts > 0).float().mean())
+        if coverage < 0.5:
+            # Item-level partitions leave each item to one shard, whose standardised scores are
+            # not comparable with another shard's: fold-in then ranks poorly (measured).
+            logger.warning("fold-in: the shards trained on only %.0f%% of the items on average; it "
+                           "is meant for user-level sharders (random-user, activity-stratified, "
+                           "receraser-user)", 100 * coverage)
         csr = data.to_csr()
         self._state = {
             "Y": torch.stack(items), "b": torch.stack(biases), "seen": icounts > 0,
