@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import sys
 import time
@@ -22,6 +21,9 @@ import torch
 
 import sisakit
 from sisakit.models import BPRMF
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_sisa import machine
 
 HERE = Path(__file__).resolve().parent
 
@@ -92,8 +94,7 @@ def main(argv=None) -> int:
         "benchmark": "bench_optimizer",
         "config": vars(args),
         "ms_per_step": results,
-        "machine": {"platform": platform.platform(), "torch": torch.__version__,
-                    "threads": torch.get_num_threads()},
+        "machine": dict(machine(), threads=torch.get_num_threads()),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -423,6 +423,7 @@ BASES = {
     "unlearner": sisakit.Unlearner,
     "attacker": sisakit.Attacker,
     "influence": sisakit.InfluenceMeasure,
+    "executor": sisakit.Executor,  # no contract class: tests/test_executors.py checks them
 }
 CONTRACT_KINDS = {
     SharderContract: "sharder",

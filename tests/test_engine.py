@@ -323,7 +323,7 @@ def test_manifest_lists_checksums_and_determinism_but_no_raw_ids(tmp_path):
         assert (run / name).is_file() and len(digest) == 64
     listed = set(manifest["files"])
     on_disk = {p.relative_to(run).as_posix() for p in run.rglob("*") if p.is_file()}
-    assert on_disk == listed | {"manifest.json"}
+    assert on_disk == listed | {"manifest.json", "ledger.jsonl", "run.lock"}  # + request ledger
     assert "secret-user-7" not in (run / "manifest.json").read_text()
     assert len(manifest["forgotten"]["users"]) == 1
 
@@ -451,7 +451,9 @@ def test_failed_commit_rolls_back_memory_and_disk(data, tmp_path, monkeypatch):
     monkeypatch.undo()
     assert (run / "manifest.json").read_bytes() == manifest_before
     files_after = sorted(p.relative_to(run).as_posix() for p in run.rglob("*") if p.is_file())
-    assert files_after == files_before
+    ledger = [json.loads(x) for x in (run / "ledger.jsonl").read_text().splitlines()]
+    assert [e["state"] for e in ledger] == ["received", "failed"]  # not acknowledged
+    assert [f for f in files_after if f not in ("ledger.jsonl", "run.lock")] == files_before
     assert len(model.data) == len(data) and not model.is_forgotten(data.user_ids[1])
     assert parameters_equal(model, sisakit.SISA.load(run))[0]
     assert all(torch.equal(a[k], b[k]) for a, b in zip(params, model.parameters(), strict=True)

@@ -117,7 +117,7 @@ def test_cleanup_failure_after_commit_keeps_the_forget(data, tmp_path, monkeypat
     model.forget(users=[data.user_ids[6]])  # the next commit sweeps the leftovers
     manifest = json.loads((run / "manifest.json").read_text())
     on_disk = {p.relative_to(run).as_posix() for p in run.rglob("*") if p.is_file()}
-    assert on_disk == set(manifest["files"]) | {"manifest.json"}
+    assert on_disk == set(manifest["files"]) | {"manifest.json", "ledger.jsonl", "run.lock"}
 
 
 class FittedMean(Aggregator):

@@ -32,6 +32,9 @@ BUILTINS = {
     ("influence", "jaccard"),
     ("influence", "rank-change"),
     ("influence", "ndcg-delta"),
+    ("executor", "serial"),
+    ("executor", "joblib"),
+    ("executor", "ray"),
 }
 
 

@@ -9,6 +9,7 @@ the five pluggable interfaces (:class:`Sharder`, :class:`ShardModel`, :class:`Ag
 from . import (
     classification,
     datasets,
+    executors,
     experiment,
     fairness,
     influence,
@@ -32,6 +33,7 @@ from .errors import (
     UnknownIdError,
     ValidationError,
 )
+from .executors.base import Executor
 from .hookspecs import hookimpl
 from .influence.base import InfluenceMeasure
 from .models.base import ShardModel
@@ -52,6 +54,7 @@ __all__ = [
     "AttributeRequest",
     "CheckpointError",
     "DataError",
+    "Executor",
     "ForgetReport",
     "ForgetRequest",
     "InfluenceMeasure",
@@ -67,6 +70,7 @@ __all__ = [
     "__version__",
     "classification",
     "datasets",
+    "executors",
     "experiment",
     "fairness",
     "hookimpl",

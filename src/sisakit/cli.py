@@ -1,4 +1,5 @@
-"""The ``sisakit`` command line: ``sisakit plugins``, ``sisakit demo``, ``sisakit experiment``."""
+"""The ``sisakit`` command line: ``sisakit plugins``, ``sisakit demo``, ``sisakit experiment``,
+``sisakit resume``."""
 
 from __future__ import annotations
 
@@ -172,6 +173,29 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
     return 1 if res.n_failed else 0
 
 
+def _cmd_resume(args: argparse.Namespace) -> int:
+    from .engine import SISA
+
+    model = SISA.load(args.run, device=args.device, progress=False if args.json else None,
+                      resume=False, lock_timeout=args.lock_timeout)
+    done = model.resume()
+    left = model.pending_requests()
+    if args.json:
+        print(json.dumps({"run": str(args.run), "finished": done, "pending": left}, indent=2))
+    elif not done:
+        print(f"{args.run}: no pending deletion requests")
+    else:
+        for d in done:
+            if d["state"] == "applied":
+                rep = d.get("report") or {}
+                print(f"{d['request']}  applied (generation {d['generation']}): "
+                      f"{rep.get('records_removed', 0)} record(s) removed, shards retrained "
+                      f"{rep.get('shards_retrained', [])}")
+            else:
+                print(f"{d['request']}  FAILED ({d['error']}): submit the request again")
+    return 1 if left or any(d["state"] != "applied" for d in done) else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sisakit", description="Machine unlearning for recommender systems.")
@@ -197,6 +221,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--plots", action="store_true",
                    help="also render every plot the results support into DIR/plots")
     e.set_defaults(func=_cmd_experiment)
+    r = sub.add_parser("resume", help="finish deletion requests an interrupted process left pending")
+    r.add_argument("run", metavar="RUN", help="run directory (a SISA workdir)")
+    r.add_argument("--json", action="store_true", help="print what was finished as JSON")
+    r.add_argument("--device", default="auto", help="device for retraining (default auto)")
+    r.add_argument("--lock-timeout", type=float, default=60.0, metavar="SECONDS",
+                   help="wait this long for another process's run lock (default 60)")
+    r.set_defaults(func=_cmd_resume)
     return parser
 
 

@@ -110,7 +110,7 @@ class IdMap:
         return self._order[pos].astype(np.int64), known
 
     def index(self, raw: Any, kind: str) -> np.ndarray:
-        """Indices of ``raw`` ids; raise :class:`UnknownIdError` listing every unknown one."""
+        """Indices of ``raw`` ids; raise :class:`~sisakit.UnknownIdError` listing every unknown one."""
         idx, known = self.lookup(raw)
         if not known.all():
             q = np.atleast_1d(np.asarray(raw, dtype=object))
@@ -444,7 +444,7 @@ class Interactions:
         interactions: Iterable[tuple[Any, Any]] | None = None,
         items: Iterable[Any] | None = None,
     ) -> ResolvedRequest:
-        """Resolve raw ids of a deletion request; raise :class:`UnknownIdError` if any is unknown.
+        """Resolve raw ids of a deletion request; raise :class:`~sisakit.UnknownIdError` if any is unknown.
 
         Users and items must be part of the id space. An (user, item) pair must name a known user
         and item; whether the pair still has a record is reported in ``pair_found``.

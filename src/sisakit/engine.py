@@ -16,7 +16,9 @@ How exactness holds
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import functools
 import json
 import logging
 import os
@@ -38,10 +40,13 @@ from . import plugins
 from ._device import deterministic, resolve_device, torch_threads
 from ._hashing import bucket, salted_digest
 from ._rng import derive_seed
+from ._training import ShardContext, ShardJob, ShardResult, checkpoint_name, train_shard
 from ._version import __version__
 from .aggregators.base import Aggregator
 from .data import IdMap, Interactions, canonical_id
 from .errors import CheckpointError, PluginError, SisakitError, UnknownIdError, ValidationError
+from .executors.base import Executor
+from .ledger import DeletionLedger, RunLock, check_request_id, new_request_id
 from .models.base import ShardModel
 from .sharders.base import Sharder
 from .store import FORMAT_VERSION, RunStore
@@ -60,6 +65,21 @@ def _check_int(name: str, value: Any, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise ValidationError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return int(value)
+
+
+def _serialised(method: Any) -> Any:
+    """Run a method that changes a fitted run under the run lock, after syncing with the disk and
+    finishing pending deletion requests (so no other process's update is lost)."""
+
+    @functools.wraps(method)
+    def wrapper(self: SISA, *args: Any, **kwargs: Any) -> Any:
+        if not self._fitted or self.derived_by is not None:
+            return method(self, *args, **kwargs)  # it raises its own, clearer error
+        with self._locked():
+            self._finish_pending()
+            return method(self, *args, **kwargs)
+
+    return wrapper
 
 
 class SISA:
@@ -89,6 +109,14 @@ class SISA:
         Show progress bars (None: only on a terminal).
     overwrite : bool
         Allow :meth:`fit` to replace an existing run in ``workdir``.
+    executor : str or Executor
+        Where shards train and retrain: ``"serial"`` (default, one after another in this
+        process), ``"joblib"`` (local worker processes) or ``"ray"`` (a Ray cluster), or any
+        registered executor plugin. Every executor gives the same bits; it is a runtime choice,
+        not part of the run's config (see :doc:`/executors`). Out-of-process executors write
+        checkpoints into ``workdir``, which must be reachable from every worker.
+    executor_params : dict, optional
+        Constructor arguments of an executor given by name (e.g. ``{"n_jobs": 4}``).
     """
 
     def __init__(
@@ -109,6 +137,8 @@ class SISA:
         threads_per_shard: int = 1,
         progress: bool | None = None,
         overwrite: bool = False,
+        executor: str | Executor = "serial",
+        executor_params: dict[str, Any] | None = None,
     ) -> None:
         self.n_shards = _check_int("n_shards", n_shards, 1)
         self.n_slices = _check_int("n_slices", n_slices, 1)
@@ -124,6 +154,7 @@ class SISA:
         self._model = plugins.build("model", model, **mparams)
         self._sharder = plugins.build("sharder", sharder, **(sharder_params or {}))
         self._aggregator = plugins.build("aggregator", aggregator, **(aggregator_params or {}))
+        self._executor = plugins.build("executor", executor, **(executor_params or {}))
         self.config = self._make_config()
         self._tmp = workdir is None
         if workdir is None:
@@ -176,6 +207,16 @@ class SISA:
     @property
     def aggregator(self) -> Aggregator:
         return self._aggregator
+
+    @property
+    def executor(self) -> Executor:
+        """Where shards train and retrain; assign a name or an instance to switch (results do
+        not change, so a loaded run may use another executor than the one that fitted it)."""
+        return self._executor
+
+    @executor.setter
+    def executor(self, spec: str | Executor) -> None:
+        self._executor = plugins.build("executor", spec)
 
     @property
     def shard_models(self) -> list[ShardModel]:
@@ -262,9 +303,10 @@ class SISA:
         self._models = []
         self._ckpt: list[list[str]] = []
         with self._bar(self.n_shards * self.n_slices, "SISA fit") as bar:
+            trained = self._train_shards(dict.fromkeys(range(self.n_shards), 0), data,
+                                         self._shard, self._slice, files, generation=0, bar=bar)
             for s in range(self.n_shards):
-                model, names = self._train_shard(s, 0, None, data, self._shard, self._slice,
-                                                 files, generation=0, bar=bar)
+                model, names = trained[s]
                 self._models.append(model)
                 self._ckpt.append(names)
         self._refresh_index()
@@ -283,6 +325,12 @@ class SISA:
         """Refuse a workdir that holds another run (unless ``overwrite``) or foreign files."""
         root = self.workdir
         if self._store.has_manifest():
+            pending = DeletionLedger(root).pending()
+            if pending:  # their raw ids would be lost or applied to the new run's data
+                raise CheckpointError(
+                    f"{root} has {len(pending)} pending deletion request(s); finish them first "
+                    f"with `sisakit resume {root}` (or SISA.load), then fit again"
+                )
             if not (self.overwrite or self._tmp):  # a private temp run may always be refitted
                 try:
                     other = self._store.read_manifest().get("config")
@@ -331,11 +379,9 @@ class SISA:
     def _stage_seeds(self, s: int, r: int) -> list[int]:
         return [derive_seed(self.seed, s, r, e) for e in range(self.config["stage_epochs"])]
 
-    def _train_shard(
+    def _train_shards(
         self,
-        s: int,
-        start: int,
-        state: dict[str, torch.Tensor] | None,
+        starts: dict[int, int],
         data: Interactions,
         shard: np.ndarray,
         slice_: np.ndarray,
@@ -343,28 +389,56 @@ class SISA:
         *,
         generation: int,
         bar: tqdm | None = None,
-    ) -> tuple[ShardModel, list[str]]:
-        """Train shard ``s`` from stage ``start`` (from ``state``, the checkpoint of stage
-        ``start - 1``), saving a checkpoint after each stage."""
-        model = self._model.clone()
-        names: list[str] = []
+    ) -> dict[int, tuple[ShardModel, list[str]]]:
+        """Train every shard ``s`` in ``starts`` from stage ``starts[s]`` on the executor.
+
+        A shard starting at stage ``r > 0`` resumes from its current checkpoint of stage
+        ``r - 1``; each job saves a checkpoint after each stage (see
+        ``sisakit._training.train_shard``). The checkpoint digests are added to ``files``.
+
+        Returns
+        -------
+        dict
+            ``{s: (model, checkpoint names of stages starts[s]..R-1)}``.
+        """
         held = self._aggregator.holdout_mask(data, seed=self.seed)
-        rows = np.flatnonzero(shard == s if held is None else (shard == s) & ~held)
-        rows_slice = slice_[rows]
-        with torch_threads(self.threads_per_shard), deterministic(self.device):
-            if state is None:
-                model.setup(data, seed=derive_seed(self.seed, s))
-            else:
-                model.load_state_dict(state)
-            for r in range(start, self.n_slices):
-                stage = data.take(rows[rows_slice <= r])
-                model.partial_fit(stage, epoch_seeds=self._stage_seeds(s, r))
-                name = f"checkpoints/shard-{s:04d}/slice-{r:04d}.g{generation}.pt"
-                files[name] = self._store.save_tensors(name, model.state_dict())
-                names.append(name)
-                if bar is not None:
-                    bar.update(1)
-        return model, names
+        member = shard if held is None else np.where(held, -1, shard)
+        jobs = []
+        for s, start in sorted(starts.items()):
+            rows = np.flatnonzero(member == s)
+            resume = None
+            if start > 0:
+                prev = self._ckpt[s][start - 1]
+                resume = (prev, self._files[prev])
+            jobs.append(ShardJob(
+                shard=s, start=start, n_slices=self.n_slices, generation=generation, rows=rows,
+                rows_slice=slice_[rows], init_seed=derive_seed(self.seed, s),
+                stage_seeds=tuple(tuple(self._stage_seeds(s, r))
+                                  for r in range(start, self.n_slices)),
+                resume=resume))
+        ctx = ShardContext(model=self._model.clone(), data=data, root=str(self.workdir),
+                           threads=self.threads_per_shard, device=str(self.device))
+
+        def done(i: int, result: ShardResult) -> None:
+            if bar is not None:
+                bar.update(len(result.names))
+
+        try:
+            results = self._executor.map(train_shard, jobs, shared=ctx,
+                                         cpus_per_job=self.threads_per_shard, on_result=done)
+        except BaseException:
+            # Best effort: drop what finished jobs wrote (new generation: never listed yet).
+            planned = {checkpoint_name(j.shard, r, generation)
+                       for j in jobs for r in range(j.start, self.n_slices)}
+            self._store.remove_files(planned - set(getattr(self, "_files", {})))
+            raise
+        out: dict[int, tuple[ShardModel, list[str]]] = {}
+        for result in results:
+            model = self._model.clone()
+            model.load_state_dict(result.state)
+            files.update(result.digests)
+            out[result.shard] = (model, result.names)
+        return out
 
     def _fit_aggregator(self, files: dict[str, str], generation: int) -> str | None:
         if not self._aggregator.requires_fit:
@@ -480,6 +554,7 @@ class SISA:
             self._sweep = True
 
     # ------------------------------------------------------------------ repartitioning
+    @_serialised
     def repartition(self, *, seed: int | None = None) -> SISA:
         """Rebuild the partition from the remaining data and retrain every shard from scratch.
 
@@ -537,9 +612,11 @@ class SISA:
             self._shard, self._slice = shard.astype(np.int64), slice_.astype(np.int64)
             models, ckpt = [], []
             with self._bar(self.n_shards * self.n_slices, "SISA repartition") as bar:
+                trained = self._train_shards(dict.fromkeys(range(self.n_shards), 0), data,
+                                             self._shard, self._slice, files,
+                                             generation=self._generation, bar=bar)
                 for s in range(self.n_shards):
-                    model, names = self._train_shard(s, 0, None, data, self._shard, self._slice,
-                                                     files, generation=self._generation, bar=bar)
+                    model, names = trained[s]
                     models.append(model)
                     ckpt.append(names)
             self._models, self._ckpt = models, ckpt
@@ -570,18 +647,37 @@ class SISA:
     # ------------------------------------------------------------------ loading
     @classmethod
     def load(cls, workdir: str | os.PathLike[str], *, device: str = "auto",
-             progress: bool | None = None) -> SISA:
+             progress: bool | None = None, resume: bool = True,
+             lock_timeout: float | None = None) -> SISA:
         """Reopen a saved run: verify every checksum, then restore data, shards and aggregator.
+
+        Parameters
+        ----------
+        workdir : path
+            The run directory.
+        device : str
+            Device of the reopened models (``"auto"``, ``"cpu"`` or ``"cuda"``).
+        progress : bool or None
+            Show progress bars (None: only on a terminal).
+        resume : bool
+            Finish deletion requests that a crashed process received but did not apply (in the
+            order received) before returning. With ``False`` they are only listed in a warning
+            (see :meth:`pending_requests`); :meth:`resume`, the next :meth:`forget` or
+            ``sisakit resume`` finishes them.
+        lock_timeout : float, optional
+            Seconds to wait for the run lock held by another process (default
+            :attr:`lock_timeout`).
 
         Raises
         ------
         CheckpointError
-            If the directory is missing, incomplete, tampered with, or from a newer format.
+            If the directory is missing, incomplete, tampered with, or from a newer format; or
+            if the run lock is not released within ``lock_timeout`` while resuming.
         """
         store = RunStore(workdir)
         manifest = store.read_manifest()
         try:
-            return cls._from_manifest(store, manifest, device=device, progress=progress)
+            self = cls._from_manifest(store, manifest, device=device, progress=progress)
         except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
             if isinstance(exc, SisakitError):
                 raise
@@ -589,6 +685,22 @@ class SISA:
                 f"{store.root}/manifest.json is damaged ({exc.__class__.__name__}: {exc}); "
                 "restore the run directory from a backup or re-fit"
             ) from exc
+        if lock_timeout is not None:
+            self.lock_timeout = lock_timeout
+        ledger = self._ledger
+        pending = ledger.pending()
+        if resume and (pending or ledger.has_pending_files()):
+            done = self.resume()
+            if done:
+                logger.warning("finished %d deletion request(s) left pending by an interrupted "
+                               "process: %s", len(done),
+                               ", ".join(f"{d['request']} ({d['state']})" for d in done))
+        elif pending:
+            logger.warning(
+                "%s has %d pending deletion request(s) (received, not applied): %s; finish them "
+                "with .resume() or `sisakit resume %s`", store.root, len(pending),
+                ", ".join(e["request"] for e in pending), store.root)
+        return self
 
     @classmethod
     def _from_manifest(cls, store: RunStore, manifest: dict[str, Any], *, device: str,
@@ -665,6 +777,8 @@ class SISA:
         users: Iterable[Any] | None = None,
         interactions: Iterable[tuple[Any, Any]] | None = None,
         items: Iterable[Any] | None = None,
+        *,
+        request_id: str | None = None,
     ) -> ForgetReport:
         """Exactly unlearn users, (user, item) interactions and/or items (raw ids).
 
@@ -672,20 +786,224 @@ class SISA:
         are retrained from their last clean checkpoint, the aggregator is refitted if it was
         fitted on data, and the run directory is updated atomically.
 
+        The request is durable (see "Durable deletion requests" in the docs): it is appended to
+        the run's fsync'd ledger before any work starts, and this method returns only after the
+        manifest swap and the ledger's ``applied`` line. If the process dies in between,
+        :meth:`load` (or ``sisakit resume``) finishes the request. Processes forgetting on the
+        same run directory are serialised by a lock; each one first reloads what another
+        process committed meanwhile, so no update is lost.
+
+        Parameters
+        ----------
+        users, interactions, items : iterable, optional
+            Raw user ids, (user, item) pairs and raw item ids to forget.
+        request_id : str, optional
+            An idempotency key (e.g. a ticket number; never personal data). A request id the
+            ledger lists as applied is not applied again: the call returns a no-op report.
+            Default: a fresh uuid4.
+
+        Returns
+        -------
+        ForgetReport
+            What was deleted and what it cost.
+
         Raises
         ------
         UnknownIdError
             If any id is unknown (nothing is deleted).
+        CheckpointError
+            If another process holds the run lock for longer than :attr:`lock_timeout`.
         """
-        from .unlearners.sisa import SisaUnlearner
-
         request = ForgetRequest(users=users, interactions=interactions, items=items)
-        return SisaUnlearner().unlearn(self, request).report
+        return self._forget_durably(request, request_id)
+
+    # ------------------------------------------------------------------ durable requests
+    _lock_timeout: float = 60.0
+    _lock_depth: int = 0
+
+    @property
+    def lock_timeout(self) -> float:
+        """Seconds a forget, resume or repartition waits for another process's run lock before
+        raising :class:`~sisakit.CheckpointError` (default 60)."""
+        return self._lock_timeout
+
+    @lock_timeout.setter
+    def lock_timeout(self, value: float) -> None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+                0 <= value < float("inf")):
+            raise ValidationError(f"lock_timeout must be a finite number of seconds >= 0, got "
+                                  f"{value!r}")
+        self._lock_timeout = float(value)
+
+    @property
+    def _ledger(self) -> DeletionLedger:
+        return DeletionLedger(self.workdir)
+
+    @contextlib.contextmanager
+    def _locked(self) -> Any:
+        """Hold the run lock (re-entrant within this object); on taking it, reload the run if
+        another process committed since this object last read or wrote it."""
+        if self._lock_depth:
+            self._lock_depth += 1
+            try:
+                yield
+            finally:
+                self._lock_depth -= 1
+            return
+        with RunLock(self.workdir, self.lock_timeout):
+            self._lock_depth = 1
+            try:
+                self._sync_with_disk()
+                yield
+            finally:
+                self._lock_depth = 0
+
+    def _sync_with_disk(self) -> None:
+        """Reload the run's state if the manifest on disk is not the one this object holds."""
+        manifest = self._store.read_manifest()
+        if (manifest.get("generation"), manifest.get("forgotten", {}).get("salt")) == (
+                self._generation, self._salt):
+            return
+
+        def comparable(cfg: dict[str, Any]) -> dict[str, Any]:
+            model = {**cfg["model"], "params": {k: v for k, v in cfg["model"]["params"].items()
+                                                if k != "device"}}
+            return {**{k: v for k, v in cfg.items() if k != "seed"}, "model": model}
+
+        if comparable(manifest.get("config", {})) != comparable(self.config):
+            raise CheckpointError(
+                f"the run in {self.workdir} was replaced by another process with a different "
+                f"config; reopen it with SISA.load({str(self.workdir)!r})"
+            )
+        logger.info("%s changed on disk (generation %s -> %s): reloading it first", self.workdir,
+                    self._generation, manifest.get("generation"))
+        fresh = type(self).load(self.workdir, device=str(self.device), progress=self.progress,
+                                resume=False)
+        for name in (*self._MUTABLE, "_salt", "_timings", "_sweep", "seed", "config"):
+            setattr(self, name, getattr(fresh, name))
+        self._refresh_index()
+
+    def _request_hashes(self, request: ForgetRequest) -> dict[str, list[str]]:
+        return {kind: [self._digest(kind, raw) for raw in getattr(request, kind)]
+                for kind in ("users", "items", "interactions")}
+
+    def _refuse_derived(self) -> None:
+        if self.derived_by is not None:
+            raise ValidationError(
+                f"this model was derived by {self.derived_by}; forgetting on it would restore "
+                "checkpoints and silently undo that edit. Forget on the original model (reopen it "
+                "with SISA.load), then apply the edit again"
+            )
+
+    def _forget_durably(self, request: ForgetRequest, request_id: str | None = None
+                        ) -> ForgetReport:
+        """Ledger, lock and apply one request (what :meth:`forget` and the ``sisa`` unlearner
+        run)."""
+        self._require_fitted()
+        self._refuse_derived()
+        if request.is_empty():
+            raise ValidationError("empty forget request; pass users=, interactions= or items=")
+        rid = new_request_id() if request_id is None else check_request_id(request_id)
+        with self._locked():
+            self._finish_pending()
+            ledger = self._ledger
+            if ledger.states().get(rid) == "applied":
+                logger.info("deletion request %s was applied before; nothing to do", rid)
+                counts = {k: len(getattr(request, k)) for k in ("users", "items", "interactions")}
+                return ForgetReport(already_forgotten={k: v for k, v in counts.items() if v})
+            ledger.receive(rid, request, self._request_hashes(request))
+            return self._apply_logged(request, rid, resuming=False)
+
+    def _apply_logged(self, request: ForgetRequest, rid: str, *, resuming: bool) -> ForgetReport:
+        """Apply a received request and append its final ledger line (call under the lock)."""
+        ledger = self._ledger
+        try:
+            report = self._forget_request(request, request_id=rid)
+        except BaseException as exc:
+            if self._history and self._history[-1].get("request") == rid:
+                # The manifest swap happened before the error: the request is applied.
+                ledger.mark_applied(rid, self._generation)
+            elif not resuming or isinstance(exc, SisakitError):
+                # Not acknowledged (the caller sees the error), or it can never succeed.
+                try:
+                    ledger.mark_failed(rid, exc)
+                except OSError as io_exc:
+                    logger.error("could not record that deletion request %s failed (%s); it "
+                                 "stays pending and is retried by the next load", rid, io_exc)
+            raise
+        ledger.mark_applied(rid, self._generation, records_removed=report.records_removed)
+        return report
+
+    def _finish_pending(self) -> list[dict[str, Any]]:
+        """Apply the pending requests in the order received (call under the lock)."""
+        ledger = self._ledger
+        ledger.sweep()
+        done: list[dict[str, Any]] = []
+        for entry in ledger.pending():
+            rid = entry["request"]
+            committed = next((h for h in self._history if h.get("request") == rid), None)
+            if committed is not None:  # crashed after the manifest swap, before the ledger line
+                generation = int(committed.get("generation", self._generation))
+                ledger.mark_applied(rid, generation)
+                done.append({"request": rid, "state": "applied", "generation": generation,
+                             "report": committed.get("report")})
+                continue
+            try:
+                request = ledger.read_request(rid)
+            except CheckpointError as exc:
+                logger.error("%s", exc)
+                ledger.mark_failed(rid, "RawIdsUnreadable")
+                done.append({"request": rid, "state": "failed", "error": "RawIdsUnreadable"})
+                continue
+            try:
+                report = self._apply_logged(request, rid, resuming=True)
+            except SisakitError as exc:
+                logger.error("pending deletion request %s cannot be applied: %s", rid, exc)
+                done.append({"request": rid, "state": "failed", "error": type(exc).__name__})
+                continue
+            done.append({"request": rid, "state": "applied", "generation": self._generation,
+                         "report": report.as_dict()})
+        ledger.sweep()
+        return done
+
+    def resume(self) -> list[dict[str, Any]]:
+        """Finish the deletion requests that an interrupted process received but did not apply.
+
+        :meth:`load` does this by default; ``sisakit resume RUN`` is the command-line form.
+        Requests are applied in the order received, under the run lock. A request whose
+        manifest swap had happened before the interruption is only marked applied (never
+        applied twice).
+
+        Returns
+        -------
+        list of dict
+            One entry per request finished: ``request`` (id), ``state`` (``"applied"`` or
+            ``"failed"``), and ``generation`` and ``report`` (a :class:`ForgetReport` as a
+            dict) for applied ones or ``error`` (an error class name) for failed ones.
+        """
+        self._require_fitted()
+        self._refuse_derived()
+        with self._locked():
+            return self._finish_pending()
+
+    def pending_requests(self) -> list[dict[str, Any]]:
+        """Deletion requests received but not yet applied (after a crash), oldest first.
+
+        Returns
+        -------
+        list of dict
+            ``request`` (id), ``time`` (UTC), ``kinds`` and ``counts`` (ids per kind); never
+            raw ids.
+        """
+        return [{k: e.get(k) for k in ("request", "time", "kinds", "counts")}
+                for e in self._ledger.pending()]
 
     def _digest(self, kind: str, raw: Any) -> str:
         return salted_digest(raw, f"{self._salt}:{kind}")
 
-    def _forget_request(self, request: ForgetRequest) -> ForgetReport:
+    def _forget_request(self, request: ForgetRequest, request_id: str | None = None
+                        ) -> ForgetReport:
+        """Apply one request (no ledger, no lock: :meth:`_forget_durably` wraps this)."""
         self._require_fitted()
         if self.derived_by is not None:
             raise ValidationError(
@@ -763,13 +1081,10 @@ class SISA:
             new_models = list(self._models)
             new_ckpt = [list(c) for c in self._ckpt]
             with self._bar(sum(self.n_slices - r for r in earliest.values()), "SISA forget") as bar:
+                trained = self._train_shards(earliest, new_data, new_shard, new_slice, files,
+                                             generation=self._generation, bar=bar)
                 for s, r in sorted(earliest.items()):
-                    state = None
-                    if r > 0:
-                        prev = self._ckpt[s][r - 1]
-                        state = self._store.load_tensors(prev, self._files[prev])
-                    model, names = self._train_shard(s, r, state, new_data, new_shard, new_slice,
-                                                     files, generation=self._generation, bar=bar)
+                    model, names = trained[s]
                     new_models[s] = model
                     new_ckpt[s][r:] = names
             self._data, self._shard, self._slice = new_data, new_shard, new_slice
@@ -790,7 +1105,7 @@ class SISA:
             report.work_fraction = float(redo / total) if total else 0.0
             report.seconds = time.perf_counter() - t0
             report.cpu_seconds = time.process_time() - c0
-            self._log_request(request, report)
+            self._log_request(request, report, request_id)
             self._commit(files, agg_file, shards=sorted(earliest), space=space_changed)
             committed = True  # the manifest swap happened: the forget is durable
         except BaseException:
@@ -860,12 +1175,16 @@ class SISA:
             seen = set(self._forgotten[kind])
             self._forgotten[kind] = self._forgotten[kind] + [h for h in hashes if h not in seen]
 
-    def _log_request(self, request: ForgetRequest, report: ForgetReport) -> None:
-        self._history.append({
+    def _log_request(self, request: ForgetRequest, report: ForgetReport,
+                     request_id: str | None = None) -> None:
+        entry = {
             "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "n_users": len(request.users), "n_interactions": len(request.interactions),
             "n_items": len(request.items), "report": report.as_dict(),
-        })
+        }
+        if request_id is not None:  # the manifest records which ledger request it holds
+            entry.update(request=request_id, generation=self._generation)
+        self._history.append(entry)
 
     def _agg_file(self) -> str | None:
         return next((n for n in self._files if n.startswith("state/aggregator.")), None)
@@ -1030,6 +1349,7 @@ class SISA:
             if tmp:
                 shutil.rmtree(target, ignore_errors=True)
             raise
+        other._executor = self._executor  # a runtime choice, not stored in the run
         if tmp:
             other._tmp = True
             weakref.finalize(other, shutil.rmtree, str(target), True)

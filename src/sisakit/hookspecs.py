@@ -54,3 +54,9 @@ def register_attackers(register: Register) -> None:
 @hookspec
 def register_influence(register: Register) -> None:
     """Register :class:`~sisakit.InfluenceMeasure` subclasses (per-user change of top-K lists)."""
+
+
+@hookspec
+def register_executors(register: Register) -> None:
+    """Register :class:`~sisakit.Executor` subclasses (where shards train: serially,
+    in local processes, on a cluster)."""

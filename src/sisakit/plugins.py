@@ -52,6 +52,9 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "sisakit.sharders.class_dominant",
     "sisakit.models.mlp",
     "sisakit.influence.measures",
+    "sisakit.executors.serial",
+    "sisakit.executors.local",
+    "sisakit.executors.ray",
 )
 
 #: Component kind -> (hook name, dotted path of its base class).
@@ -62,6 +65,7 @@ KINDS: dict[str, tuple[str, str]] = {
     "unlearner": ("register_unlearners", "sisakit.unlearners.base.Unlearner"),
     "attacker": ("register_attackers", "sisakit.attackers.base.Attacker"),
     "influence": ("register_influence", "sisakit.influence.base.InfluenceMeasure"),
+    "executor": ("register_executors", "sisakit.executors.base.Executor"),
 }
 
 ENTRY_POINT_GROUP = "sisakit"

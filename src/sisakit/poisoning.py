@@ -274,7 +274,7 @@ def exposure(model: Any, item: Any, users: Any, k: int = 10) -> float:
     Parameters
     ----------
     model : sisakit.SISA or similar
-        Needs ``recommend(raw_user_ids, k=...)`` and ``data`` (its :class:`Interactions`, for
+        Needs ``recommend(raw_user_ids, k=...)`` and ``data`` (its :class:`~sisakit.Interactions`, for
         the catalogue). Seen items are excluded as :meth:`sisakit.SISA.recommend` does, so pass
         users who have not interacted with ``item`` to measure a push.
     item : int or str

@@ -360,7 +360,7 @@ class SharderContract:
         )
 
     def test_is_a_sharder(self) -> None:
-        """The factory returns a :class:`Sharder` with a known ``unit``."""
+        """The factory returns a :class:`~sisakit.Sharder` with a known ``unit``."""
         sharder = self.make_sharder()
         assert isinstance(sharder, Sharder)
         assert sharder.unit in ("user", "item", "record"), f"unknown unit {sharder.unit!r}"
@@ -551,7 +551,7 @@ class ShardModelContract:
         return model, data
 
     def test_is_a_model(self) -> None:
-        """The factory returns a :class:`ShardModel`."""
+        """The factory returns a :class:`~sisakit.ShardModel`."""
         assert isinstance(self.make_model(), ShardModel)
 
     def test_setup_is_bit_reproducible(self) -> None:
@@ -768,7 +768,7 @@ class AggregatorContract:
         return out, scored
 
     def test_is_an_aggregator(self) -> None:
-        """The factory returns an :class:`Aggregator`."""
+        """The factory returns an :class:`~sisakit.Aggregator`."""
         assert isinstance(self.make_aggregator(), Aggregator)
 
     def test_output_shapes(self) -> None:
@@ -900,7 +900,7 @@ class AttackerContract:
         return make_attack_data(seed=self.seed)
 
     def test_is_an_attacker(self) -> None:
-        """The factory returns an :class:`Attacker`; ``fit`` returns the attacker."""
+        """The factory returns an :class:`~sisakit.Attacker`; ``fit`` returns the attacker."""
         attacker = self.make_attacker()
         assert isinstance(attacker, Attacker)
         x, y, _, _ = self._data()

@@ -73,7 +73,7 @@ class InfluenceResult:
     after_topk: np.ndarray
     new_rank: np.ndarray
     measures: dict[str, np.ndarray] = field(default_factory=dict)
-    #: ``(low, high)`` range of each measure (its :attr:`InfluenceMeasure.bounds`).
+    #: ``(low, high)`` range of each measure (its :attr:`~sisakit.InfluenceMeasure.bounds`).
     bounds: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     def __len__(self) -> int:
@@ -136,7 +136,7 @@ class InfluenceResult:
             Quantiles of every measure (each in [0, 1]).
         bins : int, default 10
             Histogram bins of every measure, spanning the measure's range
-            (:attr:`InfluenceMeasure.bounds`).
+            (:attr:`~sisakit.InfluenceMeasure.bounds`).
 
         Returns
         -------

@@ -45,7 +45,7 @@ def estimate_components(sisa: SISA, users: Iterable[Any] | None = None) -> dict[
     -------
     dict of str to ndarray of float64, shape (n_users,)
         ``work_fraction``: share of the ensemble's training work a forget of the user redoes
-        (what :attr:`ForgetReport.work_fraction` would report); ``shard_redo``: share of the
+        (what :attr:`~sisakit.ForgetReport.work_fraction` would report); ``shard_redo``: share of the
         retrained shards' own work that is redone; ``reach``: share of all users whose
         recommendations come from the shards that would be retrained; ``activity``: the
         user's records; ``leverage``: the user's share of the records of the shards holding

@@ -59,9 +59,10 @@ class MLPClassifier(ShardModel):
     Notes
     -----
     :meth:`predict_logits` classifies *new* samples from their features and is what
-    :func:`sisakit.classification.predict_proba` uses. :meth:`scores` (the
+    :func:`sisakit.classification.predict_proba` uses. :meth:`~sisakit.ShardModel.scores` (the
     :class:`~sisakit.ShardModel` interface, for samples of the id space) reads the feature matrix
-    of the data last passed to :meth:`setup`, :meth:`partial_fit` or :meth:`bind_space` (the
+    of the data last passed to :meth:`~sisakit.ShardModel.setup`,
+    :meth:`~sisakit.ShardModel.partial_fit` or :meth:`~sisakit.ShardModel.bind_space` (the
     SISA engine binds its remaining data after every fit, forget and load, so forgotten samples'
     rows are dropped from every shard model); that matrix is held by reference and never written
     into checkpoints.

@@ -15,9 +15,9 @@ shards may reach it, so no shard is ever empty) where the reference allows 1.2 t
 size; the interaction distance is the squared distance of the concatenated embeddings (the sum of
 the user and the item distance) where the reference multiplies the two distances.
 
-The pre-trained embeddings are transient: they are computed inside :meth:`assign` and dropped
-when it returns, so the sharder keeps nothing of anybody's data. The partition itself was
-computed from data that may later be deleted (see :doc:`/sharding`).
+The pre-trained embeddings are transient: they are computed inside
+:meth:`~sisakit.Sharder.assign` and dropped when it returns, so the sharder keeps nothing of
+anybody's data. The partition itself was computed from data that may later be deleted (see :doc:`/sharding`).
 """
 
 from __future__ import annotations
@@ -294,8 +294,8 @@ class RecEraserUserSharder(_RecEraserSharder):
     Notes
     -----
     Data dependent; ``unit = "user"``. The pre-trained embeddings exist only inside
-    :meth:`assign` and are not kept, so nothing of a forgotten user survives in the sharder; the
-    partition the engine stored was, however, computed with everybody's data.
+    :meth:`~sisakit.Sharder.assign` and are not kept, so nothing of a forgotten user survives
+    in the sharder; the partition the engine stored was, however, computed with everybody's data.
     """
 
     unit = "user"
@@ -327,7 +327,7 @@ class RecEraserItemSharder(_RecEraserSharder):
 
     Notes
     -----
-    Data dependent. The pre-trained embeddings are transient (computed in :meth:`assign`, not
+    Data dependent. The pre-trained embeddings are transient (computed in :meth:`~sisakit.Sharder.assign`, not
     kept).
     """
 
@@ -361,7 +361,7 @@ class RecEraserInteractionSharder(_RecEraserSharder):
 
     Notes
     -----
-    Data dependent. The pre-trained embeddings are transient (computed in :meth:`assign`, not
+    Data dependent. The pre-trained embeddings are transient (computed in :meth:`~sisakit.Sharder.assign`, not
     kept).
     """
 

@@ -35,7 +35,7 @@ class SisaUnlearner(Unlearner):
                 "the sisa unlearner takes a ForgetRequest(users=..., interactions=..., items=...);"
                 " attribute unlearning needs an attribute unlearner such as 'pot-au'"
             )
-        report = model._forget_request(request)
+        report = model._forget_durably(request)  # ledgered and locked, like SISA.forget
         return UnlearnResult(model=model, report=report)
 
 

@@ -1,0 +1,305 @@
+"""Durable deletion requests: an append-only, fsync'd request ledger and a run-directory lock.
+
+A deletion request is a legal obligation, so :meth:`sisakit.SISA.forget` never acknowledges one
+it could still lose. In the run directory:
+
+``ledger.jsonl``
+    One JSON object per line, appended and fsync'd, never rewritten. A request gets a
+    ``received`` line (request id, time, kinds, counts and the *salted hashes* of its ids) before
+    any work starts, and an ``applied`` line (with the manifest generation that holds it) after
+    the manifest swap — or a ``failed`` line (the error's class only: messages may quote raw
+    ids) if the forget raised. The ledger never holds a raw id.
+``pending/<request id>.json``
+    The raw ids of a request that is received but not yet applied: a crashed process needs them
+    to finish the request. The file is written atomically and fsync'd *before* the ``received``
+    line, and deleted right after the ``applied`` (or ``failed``) line, so raw ids exist on disk
+    only while their request is pending. A pending file without a ``received`` line (a crash
+    between the two writes: the request was never received, nor acknowledged) is deleted.
+``run.lock``
+    An exclusive ``flock`` serialising every process that changes the run (forget, resume,
+    repartition). The operating system drops the lock when its process dies, so a crashed
+    process never leaves the run locked.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import time
+import uuid
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from .errors import CheckpointError, ValidationError
+from .store import _fsync_dir, atomic_write
+from .unlearners.base import ForgetRequest
+
+try:  # POSIX
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+    import msvcrt
+
+__all__ = ["LEDGER", "LOCK", "PENDING", "DeletionLedger", "RunLock", "check_request_id",
+           "new_request_id"]
+
+logger = logging.getLogger(__name__)
+
+LEDGER = "ledger.jsonl"
+PENDING = "pending"
+LOCK = "run.lock"
+RECEIVED, APPLIED, FAILED = "received", "applied", "failed"
+KINDS = ("users", "items", "interactions")
+_REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
+
+
+def new_request_id() -> str:
+    """A fresh random request id (uuid4, 32 hex digits)."""
+    return uuid.uuid4().hex
+
+
+def check_request_id(value: Any) -> str:
+    """Validate a caller-chosen request id (an idempotency key, e.g. a ticket number).
+
+    It must be 1-128 characters of letters, digits and ``._:-``, starting with a letter or a
+    digit, and must not contain personal data: it is stored in the ledger as is.
+    """
+    if not isinstance(value, str) or not _REQUEST_ID.fullmatch(value):
+        raise ValidationError(
+            f"request_id must be 1-128 characters of letters, digits and '._:-' (starting with a "
+            f"letter or digit), got {value!r}; pass e.g. a ticket number, never a user id"
+        )
+    return value
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+class DeletionLedger:
+    """The request ledger and pending raw ids of one run directory.
+
+    Parameters
+    ----------
+    root : path
+        The run directory.
+    """
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+        self.path = self.root / LEDGER
+        self.pending_dir = self.root / PENDING
+
+    # -- reading ------------------------------------------------------------------------------
+    def entries(self) -> list[dict[str, Any]]:
+        """Every well-formed ledger line, in order (a torn last line of a crash is skipped)."""
+        try:
+            text = self.path.read_bytes().decode("utf-8", errors="replace")
+        except FileNotFoundError:
+            return []
+        out = []
+        for n, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                logger.warning("%s line %d is not valid JSON (a write torn by a crash); skipped",
+                               self.path, n)
+                continue
+            if isinstance(entry, dict) and isinstance(entry.get("request"), str):
+                out.append(entry)
+        return out
+
+    def states(self) -> dict[str, str]:
+        """The latest state of every request id."""
+        return {e["request"]: e.get("state", "") for e in self.entries()}
+
+    def pending(self) -> list[dict[str, Any]]:
+        """``received`` lines of requests neither applied nor failed, oldest first."""
+        entries = self.entries()
+        last = {e["request"]: e for e in entries}
+        return [e for e in entries
+                if e.get("state") == RECEIVED and last[e["request"]] is e]
+
+    def has_pending_files(self) -> bool:
+        """Whether any file (pending raw ids, or a write torn by a crash) is in ``pending/``."""
+        return self.pending_dir.is_dir() and any(self.pending_dir.iterdir())
+
+    def _pending_file(self, request_id: str) -> Path:
+        return self.pending_dir / f"{check_request_id(request_id)}.json"
+
+    def read_request(self, request_id: str) -> ForgetRequest:
+        """The raw ids of a pending request.
+
+        Raises
+        ------
+        CheckpointError
+            If its pending file is missing or unreadable.
+        """
+        path = self._pending_file(request_id)
+        try:
+            body = json.loads(path.read_text())
+            if body.get("request") != request_id:
+                raise ValueError(f"it belongs to request {body.get('request')!r}")
+            return ForgetRequest(**{k: body.get(k, []) for k in KINDS})
+        except (OSError, ValueError, TypeError, AttributeError) as exc:
+            raise CheckpointError(
+                f"the raw ids of pending deletion request {request_id} ({path}) cannot be read "
+                f"({exc.__class__.__name__}: {exc}); the request must be submitted again"
+            ) from exc
+
+    # -- writing ------------------------------------------------------------------------------
+    def receive(self, request_id: str, request: ForgetRequest,
+                hashes: dict[str, list[str]]) -> dict[str, Any]:
+        """Make a request durable: its raw ids in a pending file, then the ``received`` line.
+
+        Parameters
+        ----------
+        request_id : str
+            The request id.
+        request : ForgetRequest
+            The raw ids.
+        hashes : dict
+            Salted hashes of the ids, by kind (what the ledger stores).
+
+        Returns
+        -------
+        dict
+            The ``received`` line.
+        """
+        raw = {k: [list(v) if k == "interactions" else v for v in getattr(request, k)]
+               for k in KINDS}
+        atomic_write(self._pending_file(request_id),
+                     json.dumps({"request": request_id, **raw}).encode())
+        entry = {
+            "request": request_id, "state": RECEIVED, "time": _now(),
+            "kinds": [k for k in KINDS if raw[k]],
+            "counts": {k: len(raw[k]) for k in KINDS if raw[k]},
+            "ids": {k: list(v) for k, v in hashes.items() if v},
+        }
+        self._append(entry)
+        return entry
+
+    def mark_applied(self, request_id: str, generation: int, **extra: Any) -> None:
+        """Append the ``applied`` line, then delete the request's raw ids."""
+        self._append({"request": request_id, "state": APPLIED, "time": _now(),
+                      "generation": int(generation), **extra})
+        self._drop_pending_file(request_id)
+
+    def mark_failed(self, request_id: str, error: BaseException | str) -> None:
+        """Append a ``failed`` line (the error's class, never its message), then delete the
+        request's raw ids: it was not acknowledged and must be submitted again."""
+        name = error if isinstance(error, str) else type(error).__name__
+        self._append({"request": request_id, "state": FAILED, "time": _now(), "error": name})
+        self._drop_pending_file(request_id)
+
+    def sweep(self) -> None:
+        """Delete pending files of no pending request (a crash before the ``received`` line, or
+        after the final line) and temporary files torn by a crash. Call it under the lock."""
+        if not self.pending_dir.is_dir():
+            return
+        keep = {f"{e['request']}.json" for e in self.pending()}
+        for path in self.pending_dir.iterdir():
+            if path.name not in keep:
+                logger.info("removing %s: it belongs to no pending request", path)
+                path.unlink(missing_ok=True)
+        self._drop_empty_dir()
+
+    def _drop_pending_file(self, request_id: str) -> None:
+        self._pending_file(request_id).unlink(missing_ok=True)
+        _fsync_dir(self.pending_dir)
+        self._drop_empty_dir()
+
+    def _drop_empty_dir(self) -> None:
+        try:
+            self.pending_dir.rmdir()
+        except OSError:  # not empty (another pending request), or already gone
+            return
+        _fsync_dir(self.root)
+
+    def _append(self, entry: dict[str, Any]) -> None:
+        data = (json.dumps(entry, sort_keys=True) + "\n").encode()
+        new = not self.path.exists()
+        with open(self.path, "ab+") as fh:  # appends go to the end whatever the position
+            if fh.seek(0, os.SEEK_END):
+                fh.seek(-1, os.SEEK_END)
+                if fh.read(1) != b"\n":
+                    data = b"\n" + data  # a crash tore the last line: start on a fresh one
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        if new:
+            _fsync_dir(self.root)
+
+
+class RunLock:
+    """An exclusive, inter-process lock on a run directory (``run.lock``).
+
+    Parameters
+    ----------
+    root : path
+        The run directory.
+    timeout : float
+        Seconds to wait for another process to release the lock.
+
+    Raises
+    ------
+    CheckpointError
+        On entering, if the lock is still held after ``timeout`` seconds.
+    """
+
+    _POLL = 0.05
+
+    def __init__(self, root: str | os.PathLike[str], timeout: float) -> None:
+        self.root = Path(root)
+        self.timeout = float(timeout)
+        self._fd: int | None = None
+
+    def _try(self, fd: int) -> bool:
+        try:
+            if fcntl is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            else:  # pragma: no cover - Windows
+                msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        except OSError:
+            return False
+        return True
+
+    def __enter__(self) -> RunLock:
+        path = self.root / LOCK
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise CheckpointError(
+                f"cannot create the lock file {path} ({exc.strerror}); changing a run needs write "
+                "access to its directory (to only read a run, load it with resume=False)"
+            ) from exc
+        deadline = time.monotonic() + self.timeout
+        while not self._try(fd):
+            if time.monotonic() >= deadline:
+                os.close(fd)
+                raise CheckpointError(
+                    f"{self.root} is locked by another process (a forget, resume or repartition "
+                    f"is running) and was not released within {self.timeout:g} s; retry later "
+                    "or raise lock_timeout (the lock is released when that process ends)"
+                )
+            time.sleep(self._POLL)
+        self._fd = fd
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        fd, self._fd = self._fd, None
+        if fd is None:
+            return
+        try:
+            if fcntl is not None:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            else:  # pragma: no cover - Windows
+                msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
+        finally:
+            os.close(fd)

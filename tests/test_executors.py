@@ -1,0 +1,259 @@
+"""Executors: serial, joblib processes and a local Ray instance give the same bits.
+
+No mocks: joblib runs real worker processes and Ray a real local instance (2 CPUs, started once
+for this module; its tests are skipped when Ray is not installed).
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import sisakit
+from sisakit import plugins
+from sisakit.engine import parameters_equal
+from sisakit.errors import PluginError, ValidationError
+from sisakit.executors import Executor, JoblibExecutor, RayExecutor, SerialExecutor
+
+SMALL: dict[str, Any] = dict(model_params=dict(factors=8, batch_size=64), epochs=4,
+                             progress=False, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def data() -> sisakit.Interactions:
+    return sisakit.datasets.synthetic(n_users=120, n_items=50, mean_interactions=12, seed=3)
+
+
+@pytest.fixture(scope="module")
+def joblib_executor() -> Iterator[JoblibExecutor]:
+    ex = JoblibExecutor(n_jobs=2)
+    ex.start()  # pay for the worker processes once
+    yield ex
+
+
+@pytest.fixture(scope="module")
+def ray_executor() -> Iterator[RayExecutor]:
+    ray = pytest.importorskip("ray")
+    if ray.is_initialized():  # pragma: no cover - only when another module left Ray running
+        ray.shutdown()
+    ex = RayExecutor(num_cpus=2)
+    ex.start()
+    yield ex
+    ex.close()
+
+
+@pytest.fixture(params=["serial", "joblib", "ray"])
+def executor(request) -> Executor:
+    return {"serial": lambda: SerialExecutor(),
+            "joblib": lambda: request.getfixturevalue("joblib_executor"),
+            "ray": lambda: request.getfixturevalue("ray_executor")}[request.param]()
+
+
+def make(executor: Any = "serial", n_shards: int = 3, n_slices: int = 3, seed: int = 0,
+         **kw: Any) -> sisakit.SISA:
+    return sisakit.SISA(n_shards=n_shards, n_slices=n_slices, seed=seed, executor=executor,
+                        **{**SMALL, **kw})
+
+
+def _all_executors(request) -> list[Executor]:
+    out: list[Executor] = [SerialExecutor(), request.getfixturevalue("joblib_executor")]
+    try:
+        out.append(request.getfixturevalue("ray_executor"))
+    except pytest.skip.Exception:
+        pass
+    return out
+
+
+# ---------------------------------------------------------------------------------- the map contract
+def test_map_returns_results_in_job_order(executor):
+    seen: list[int] = []
+    out = executor.map(operator.mul, [3, 1, 4, 1, 5], shared=10, on_result=lambda i, r: seen.append(i))
+    assert out == [30, 10, 40, 10, 50]
+    assert sorted(seen) == [0, 1, 2, 3, 4]
+    assert executor.map(operator.mul, [], shared=1) == []
+
+
+def test_worker_error_keeps_its_type(executor):
+    with pytest.raises(ZeroDivisionError):
+        executor.map(operator.truediv, [1, 2, 3], shared=0)
+    assert executor.map(operator.add, [1, 2], shared=1) == [2, 3]  # still usable afterwards
+
+
+# ---------------------------------------------------------------------------------- exactness
+@settings(max_examples=3, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    n_shards=st.integers(1, 3),
+    n_slices=st.integers(1, 3),
+    sharder=st.sampled_from(["random-user", "random-interaction"]),
+    picks=st.lists(st.integers(0, 119), min_size=1, max_size=3, unique=True),
+)
+def test_fit_and_forget_are_bitwise_equal_across_executors(request, data, n_shards, n_slices,
+                                                           sharder, picks):
+    users = data.user_ids[picks].tolist()
+    runs = []
+    for ex in _all_executors(request):
+        model = make(ex, n_shards, n_slices, sharder=sharder).fit(data)
+        runs.append((model, model.parameters()))
+        model.forget(users=users)
+    ref = make("serial", n_shards, n_slices, sharder=sharder).fit(data.without(users=users))
+    fitted = runs[0][1]
+    for model, params in runs:
+        assert all(set(a) == set(b) for a, b in zip(params, fitted, strict=True))
+        assert all(bool((a[k] == b[k]).all()) for a, b in zip(params, fitted, strict=True)
+                   for k in a), f"fit with {model.executor!r} differs from the serial fit"
+        equal, n = parameters_equal(model, ref)
+        assert n > 0 and equal, f"forget with {model.executor!r} differs from a scratch fit"
+    recs = ref.recommend(data.user_ids[:20], k=5)
+    for model, _ in runs:
+        assert np.array_equal(model.recommend(data.user_ids[:20], k=5), recs)
+
+
+def test_forget_item_and_interactions_through_each_executor(data, executor):
+    model = make(executor, 2, 3).fit(data)
+    item = data.item_ids[int(np.argmax(data.item_counts()))]
+    report = model.forget(items=[item])
+    assert report.shards_retrained == [0, 1]
+    pair = (data.user_ids[data.user_idx[5]], data.item_ids[data.item_idx[5]])
+    model.forget(interactions=[pair])
+    ref = make("serial", 2, 3).fit(data.without(items=[item]).without(interactions=[pair]))
+    assert parameters_equal(model, ref)[0]
+
+
+def test_resuming_from_a_middle_slice_matches(data, executor):
+    """A forget in the last slice resumes every affected shard from a stored checkpoint."""
+    model = make(executor, 2, 3).fit(data)
+    rows = np.flatnonzero(model._slice == 2)
+    user = data.user_ids[data.user_idx[rows[0]]]
+    report = model.forget(users=[user])
+    assert min(report.earliest_slice.values()) >= 0
+    assert parameters_equal(model, make("serial", 2, 3).fit(data.without(users=[user])))[0]
+
+
+def test_repartition_through_joblib_equals_serial(data, joblib_executor):
+    a = make("serial", 2, 2).fit(data)
+    b = make(joblib_executor, 2, 2).fit(data)
+    users = data.user_ids[:4].tolist()
+    a.forget(users=users)
+    b.forget(users=users)
+    a.repartition(seed=5)
+    b.repartition(seed=5)
+    assert parameters_equal(a, b)[0]
+
+
+def test_loaded_run_forgets_on_another_executor(tmp_path, data, joblib_executor):
+    model = make("serial", 2, 2, workdir=tmp_path / "run").fit(data)
+    assert "executor" not in model.config  # a runtime choice: never part of the run
+    loaded = sisakit.SISA.load(tmp_path / "run", device="cpu", progress=False)
+    assert isinstance(loaded.executor, SerialExecutor)
+    loaded.executor = joblib_executor
+    users = data.user_ids[:3].tolist()
+    loaded.forget(users=users)
+    ref = make("serial", 2, 2).fit(data.without(users=users))
+    assert parameters_equal(loaded, ref)[0]
+    assert parameters_equal(sisakit.SISA.load(tmp_path / "run", device="cpu"), ref)[0]
+
+
+def test_worker_error_surfaces_with_its_type_and_shard(tmp_path, data, executor):
+    bad = make(executor, 2, 2, workdir=tmp_path / "run",
+               model_params=dict(factors=8, batch_size=64, lr=-1.0))
+    with pytest.raises(ValidationError, match="lr must be > 0") as info:
+        bad.fit(data)
+    notes = getattr(info.value, "__notes__", [])
+    assert any("shard" in n for n in notes) or not hasattr(info.value, "add_note")
+    assert not (tmp_path / "run" / "manifest.json").exists()
+    assert not list((tmp_path / "run").rglob("*.pt"))  # staged checkpoints were removed
+
+
+# ---------------------------------------------------------------------------------- configuration
+def test_builtins_are_registered():
+    assert {"serial", "joblib", "ray"} <= set(plugins.names("executor"))
+    assert isinstance(make().executor, SerialExecutor)
+    ex = make("joblib", executor_params={"n_jobs": 2}).executor
+    assert isinstance(ex, JoblibExecutor) and ex.n_jobs == 2
+
+
+@pytest.mark.parametrize(("spec", "params", "error", "match"), [
+    ("nope", {}, PluginError, "no executor named 'nope'"),
+    ("joblib", {"n_jobs": 0}, ValidationError, "n_jobs must be a non-zero integer"),
+    ("joblib", {"n_jobs": 1.5}, ValidationError, "n_jobs"),
+    ("joblib", {"workers": 2}, PluginError, "cannot build executor"),
+    ("ray", {"num_cpus": 0}, ValidationError, "num_cpus"),
+    ("ray", {"address": "auto", "num_cpus": 2}, ValidationError, "not both"),
+    (42, {}, PluginError, "expected a executor name"),
+])
+def test_bad_executor_names_and_params(spec, params, error, match):
+    with pytest.raises(error, match=match):
+        make(spec, executor_params=params)
+
+
+def test_assigning_a_bad_executor_is_refused():
+    model = make()
+    with pytest.raises(PluginError, match="available"):
+        model.executor = "nope"
+    model.executor = "joblib"
+    assert isinstance(model.executor, JoblibExecutor)
+
+
+# ---------------------------------------------------------------------------------- third party
+class ReversedExecutor(Executor):
+    """A third-party executor: runs the jobs last to first, returns them in job order."""
+
+    out_of_process = False
+
+    def __init__(self, tag: str = "x") -> None:
+        self.tag = tag
+        self.calls = 0
+
+    def map(self, fn, jobs, *, shared=None, cpus_per_job=1, on_result=None):
+        self.calls += 1
+        results: list[Any] = [None] * len(jobs)
+        for i in reversed(range(len(jobs))):
+            results[i] = fn(jobs[i], shared)
+            if on_result is not None:
+                on_result(i, results[i])
+        return results
+
+
+class ReversedPlugin:
+    @sisakit.hookimpl
+    def register_executors(self, register):
+        register("reversed", ReversedExecutor)
+
+
+@pytest.fixture
+def reversed_plugin() -> Iterator[None]:
+    name = plugins.register_plugin(ReversedPlugin(), name="test-reversed-executor")
+    yield
+    plugins.unregister_plugin(name)
+
+
+def test_third_party_executor_through_the_hook(data, reversed_plugin):
+    assert "reversed" in plugins.names("executor")
+    model = make("reversed", 3, 2, executor_params={"tag": "y"})
+    assert isinstance(model.executor, ReversedExecutor) and model.executor.tag == "y"
+    model.fit(data)
+    users = data.user_ids[:5].tolist()
+    model.forget(users=users)
+    assert model.executor.calls == 2
+    assert parameters_equal(model, make("serial", 3, 2).fit(data.without(users=users)))[0]
+
+
+def test_non_executor_class_is_refused_by_the_hook():
+    class NotAnExecutor:
+        pass
+
+    class Bad:
+        @sisakit.hookimpl
+        def register_executors(self, register):
+            register("bad", NotAnExecutor)
+
+    with pytest.raises(PluginError, match="not a subclass of Executor"):
+        plugins.register_plugin(Bad(), name="test-bad-executor")
+    assert "bad" not in plugins.names("executor")
