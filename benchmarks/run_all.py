@@ -378,6 +378,23 @@ def render_executors(d: dict) -> str:
                 "start-up s (cluster + worker imports)"], rows)])
 
 
+def render_coordinator(d: dict) -> str:
+    rows = []
+    for policy, r in d["results"].items():
+        rows.append([f"`{policy}`", r["n_acknowledged"], r["n_applied"], r["n_forgets"],
+                     _f(r["total_retrain_seconds"], 1), _f(r["mean_latency"], 1),
+                     _f(r["max_latency"], 1), "yes" if r.get("within_deadline") else "no"])
+    c = d["config"]
+    return "\n".join([
+        f"{d.get('dataset')}, S={c['shards']}, R={c['slices']}, `bpr-mf` {c['factors']} factors, "
+        f"{c['epochs']} epochs; {c['n_requests']} single-user requests, Poisson at {c['rate']:g}/s "
+        f"(virtual clock, measured forget seconds), max delay {c['max_delay']:g} s, batch size "
+        f"{c['batch_size']}, deadline budget {c['budget_seconds']:g} s. `batch` saves "
+        f"{100 * (d.get('batch_saving_vs_immediate') or 0):.0f}% of `immediate`'s retrain seconds.",
+        "", _table(["policy", "acknowledged", "applied", "forgets", "retrain s", "mean latency s",
+                    "max latency s", "within max delay"], rows)])
+
+
 # --------------------------------------------------------------------------------------------
 # Registry
 
@@ -440,6 +457,10 @@ REGISTRY: list[Benchmark] = [
     Benchmark("executors", "bench_executors.py", "bench_executors.json", ((),), render_executors,
               "serial vs joblib vs Ray: fit and forget seconds at S=10 on ML-1M pairs",
               smoke=(("--quick", "--synthetic", "--no-ray"),)),
+    Benchmark("coordinator", "bench_coordinator.py", "bench_coordinator.json",
+              (("--n-requests", "1000"),), render_coordinator,
+              "forget-request scheduling on ML-1M pairs: retrain seconds and latency per policy",
+              smoke=_SMOKE),
 ]
 BY_NAME = {b.name: b for b in REGISTRY}
 

@@ -23,8 +23,11 @@ def _readonly(a: np.ndarray) -> np.ndarray:
 def _as_id_array(values: Any, what: str) -> np.ndarray:
     """Raw ids as an int64 or unicode array; floats and mixed types are rejected."""
     arr = np.asarray(values)
+    if arr.dtype.kind == "U" and not isinstance(values, np.ndarray):
+        arr = np.asarray(values, dtype=object)  # numpy turns [1, "2"] into strings: refuse that
     if arr.ndim != 1:
-        raise ValidationError(f"{what} must be one-dimensional, got shape {arr.shape}")
+        raise ValidationError(f"{what} must be one-dimensional, got shape {arr.shape}; pass a flat "
+                              "array of ids (e.g. array.ravel())")
     if arr.size == 0:
         return np.zeros(0, dtype=np.int64)
     if arr.dtype.kind in "iu":
@@ -33,7 +36,7 @@ def _as_id_array(values: Any, what: str) -> np.ndarray:
         return arr
     if arr.dtype.kind == "O":
         kinds = {type(v) for v in arr.tolist()}
-        if kinds <= {str}:
+        if all(issubclass(k, str) for k in kinds):
             return arr.astype(str)
         if all(issubclass(k, (int, np.integer)) and not issubclass(k, bool) for k in kinds):
             return arr.astype(np.int64)
@@ -81,7 +84,8 @@ class IdMap:
         self._sorted = self.ids[self._order]
         if len(self._sorted) > 1 and np.any(self._sorted[1:] == self._sorted[:-1]):
             dup = self._sorted[1:][self._sorted[1:] == self._sorted[:-1]]
-            raise DataError(f"duplicate {what} ids in the id map: {dup[:10].tolist()}")
+            raise DataError(f"duplicate {what} ids in the id map: {dup[:10].tolist()}; list each "
+                            "id once")
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -187,7 +191,8 @@ class Interactions:
             if arr.shape != (n,):
                 raise ValidationError(f"{name} must have shape ({n},), got {arr.shape}")
             if arr.dtype.kind not in "iuf":
-                raise ValidationError(f"{name} must be numeric, got dtype {arr.dtype}")
+                raise ValidationError(f"{name} must be numeric, got dtype {arr.dtype}; convert it "
+                                      "with .astype(float)")
             if arr.dtype.kind == "f" and not np.isfinite(arr).all():
                 bad = np.flatnonzero(~np.isfinite(arr))[:5].tolist()
                 raise DataError(
@@ -201,7 +206,8 @@ class Interactions:
         if n > 1:
             srt = np.sort(self.record_id)
             if (srt[1:] == srt[:-1]).any():
-                raise ValidationError("record_id values must be unique")
+                raise ValidationError("record_id values must be unique; pass one id per record "
+                                      "(e.g. np.arange(n))")
         active = self.item_active
         active = np.ones(self.n_items, bool) if active is None else np.asarray(active, bool)
         if active.shape != (self.n_items,):
@@ -260,7 +266,8 @@ class Interactions:
         u = _as_id_array(users, "users")
         i = _as_id_array(items, "items")
         if len(u) != len(i):
-            raise ValidationError(f"users has {len(u)} entries but items has {len(i)}")
+            raise ValidationError(f"users has {len(u)} entries but items has {len(i)}; pass "
+                                  "parallel arrays, one user and one item per record")
         if len(u) == 0:
             raise DataError("no interactions given; pass at least one (user, item) record")
         umap = IdMap(np.unique(u) if user_ids is None else user_ids, "user")

@@ -43,7 +43,7 @@ from ._rng import derive_seed
 from ._training import ShardContext, ShardJob, ShardResult, checkpoint_name, train_shard
 from ._version import __version__
 from .aggregators.base import Aggregator
-from .data import IdMap, Interactions, canonical_id
+from .data import IdMap, Interactions, _as_id_array, canonical_id
 from .errors import CheckpointError, PluginError, SisakitError, UnknownIdError, ValidationError
 from .executors.base import Executor
 from .ledger import DeletionLedger, RunLock, check_request_id, new_request_id
@@ -288,6 +288,9 @@ class SISA:
         # A stored assignment may leave a shard empty (all its users were forgotten): such a shard
         # keeps its seeded initial state and contributes nothing.
         self._validate_assignment(data, shard, slice_, allow_empty=assignment is not None)
+        check = getattr(self._model, "_validate", None)
+        if callable(check) and self._store.has_manifest():
+            check()  # bad model parameters must not cost the run that overwrite=True replaces
         self._clear_workdir()  # only now that the input is known to be valid
         self._fitted = False
         t0, c0 = time.perf_counter(), time.process_time()
@@ -674,15 +677,17 @@ class SISA:
             If the directory is missing, incomplete, tampered with, or from a newer format; or
             if the run lock is not released within ``lock_timeout`` while resuming.
         """
+        resolve_device(device)  # the caller's mistake, before anything is blamed on the run
         store = RunStore(workdir)
         manifest = store.read_manifest()
         try:
             self = cls._from_manifest(store, manifest, device=device, progress=progress)
-        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
-            if isinstance(exc, SisakitError):
-                raise
+        except (CheckpointError, PluginError):
+            raise  # PluginError: a component the run needs is not installed (it says so)
+        except (SisakitError, KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+            # A bad value in a checksummed manifest or data file: the run itself is damaged.
             raise CheckpointError(
-                f"{store.root}/manifest.json is damaged ({exc.__class__.__name__}: {exc}); "
+                f"the run in {store.root} is damaged ({exc.__class__.__name__}: {exc}); "
                 "restore the run directory from a backup or re-fit"
             ) from exc
         if lock_timeout is not None:
@@ -941,7 +946,8 @@ class SISA:
         done: list[dict[str, Any]] = []
         for entry in ledger.pending():
             rid = entry["request"]
-            committed = next((h for h in self._history if h.get("request") == rid), None)
+            committed = next((h for h in self._history if h.get("request") == rid
+                              or rid in h.get("requests", ())), None)
             if committed is not None:  # crashed after the manifest swap, before the ledger line
                 generation = int(committed.get("generation", self._generation))
                 ledger.mark_applied(rid, generation)
@@ -986,6 +992,112 @@ class SISA:
         with self._locked():
             return self._finish_pending()
 
+    def receive(self, users: Iterable[Any] | None = None, items: Iterable[Any] | None = None, *,
+                request_id: str | None = None) -> str:
+        """Durably acknowledge a deletion request without applying it yet (for schedulers such
+        as :class:`sisakit.coordinator.Coordinator`).
+
+        The ids are checked, then the request gets the ledger's ``received`` line (its raw ids in
+        an fsync'd pending file), exactly as :meth:`forget` does before any work. It stays
+        pending until :meth:`apply_received` applies it; if the process dies first, :meth:`load`,
+        :meth:`resume` or the next :meth:`forget` applies it, so an acknowledged request is
+        never lost.
+
+        Parameters
+        ----------
+        users, items : iterable, optional
+            Raw user ids and raw item ids to forget (interactions go through :meth:`forget`).
+        request_id : str, optional
+            An idempotency key (never personal data); a request id the ledger already lists is
+            not received twice. Default: a fresh uuid4.
+
+        Returns
+        -------
+        str
+            The request id.
+
+        Raises
+        ------
+        UnknownIdError
+            If an id is unknown (nothing is received).
+        ValidationError
+            If the request is empty or the model is not fitted or was derived.
+        """
+        self._require_fitted()
+        self._refuse_derived()
+        request = ForgetRequest(users=users or (), items=items or ())
+        if request.is_empty():
+            raise ValidationError("empty deletion request; pass users= or items=")
+        rid = new_request_id() if request_id is None else check_request_id(request_id)
+        if request.users:
+            self._user_index(list(request.users))
+        if request.items:
+            self._data.resolve(items=list(request.items))
+        with self._locked():
+            ledger = self._ledger
+            if ledger.states().get(rid) in ("received", "applied"):
+                logger.info("deletion request %s was received before; not received twice", rid)
+                return rid
+            ledger.receive(rid, request, self._request_hashes(request))
+        return rid
+
+    def apply_received(self, request_ids: Sequence[str]) -> ForgetReport:
+        """Apply several received requests (see :meth:`receive`) as **one** forget.
+
+        The union of their ids is forgotten in one batch (each shard hit is retrained once,
+        from the earliest slice any of them touches), then every request gets its ledger
+        ``applied`` line. Requests already applied (e.g. by :meth:`resume`) are skipped. Other
+        pending requests are left pending. If the forget raises, the requests stay pending
+        (they were acknowledged): :meth:`resume` retries them.
+
+        Parameters
+        ----------
+        request_ids : sequence of str
+            Ids returned by :meth:`receive`.
+
+        Returns
+        -------
+        ForgetReport
+            The merged forget's report (a no-op report when none was pending).
+
+        Raises
+        ------
+        ValidationError
+            If a request id is not in the run's ledger.
+        """
+        self._require_fitted()
+        self._refuse_derived()
+        ids = [check_request_id(r) for r in dict.fromkeys(request_ids)]
+        with self._locked():
+            ledger = self._ledger
+            states = ledger.states()
+            missing = [r for r in ids if r not in states]
+            if missing:
+                raise ValidationError(
+                    f"request id(s) {missing[:5]} are not in the ledger of {self.workdir}; pass "
+                    "ids returned by receive() on this run"
+                )
+            todo = [r for r in ids if states[r] == "received"]
+            if not todo:
+                return ForgetReport()
+            parts = [ledger.read_request(r) for r in todo]
+            merged = ForgetRequest(
+                users=list(dict.fromkeys(u for p in parts for u in p.users)),
+                items=list(dict.fromkeys(i for p in parts for i in p.items)))
+            try:
+                report = self._forget_request(merged, request_id=todo[0], batch=todo)
+            except BaseException:
+                if self._history and self._history[-1].get("requests") == todo:
+                    for rid in todo:  # the manifest swap happened: the requests are applied
+                        ledger.mark_applied(rid, self._generation, batch=todo[0])
+                else:
+                    logger.error("deletion requests %s stay pending: the batched forget failed",
+                                 todo)
+                raise
+            for rid in todo:
+                ledger.mark_applied(rid, self._generation, batch=todo[0])
+            return report
+
     def pending_requests(self) -> list[dict[str, Any]]:
         """Deletion requests received but not yet applied (after a crash), oldest first.
 
@@ -1001,8 +1113,8 @@ class SISA:
     def _digest(self, kind: str, raw: Any) -> str:
         return salted_digest(raw, f"{self._salt}:{kind}")
 
-    def _forget_request(self, request: ForgetRequest, request_id: str | None = None
-                        ) -> ForgetReport:
+    def _forget_request(self, request: ForgetRequest, request_id: str | None = None,
+                        batch: Sequence[str] | None = None) -> ForgetReport:
         """Apply one request (no ledger, no lock: :meth:`_forget_durably` wraps this)."""
         self._require_fitted()
         if self.derived_by is not None:
@@ -1105,7 +1217,7 @@ class SISA:
             report.work_fraction = float(redo / total) if total else 0.0
             report.seconds = time.perf_counter() - t0
             report.cpu_seconds = time.process_time() - c0
-            self._log_request(request, report, request_id)
+            self._log_request(request, report, request_id, batch)
             self._commit(files, agg_file, shards=sorted(earliest), space=space_changed)
             committed = True  # the manifest swap happened: the forget is durable
         except BaseException:
@@ -1176,7 +1288,7 @@ class SISA:
             self._forgotten[kind] = self._forgotten[kind] + [h for h in hashes if h not in seen]
 
     def _log_request(self, request: ForgetRequest, report: ForgetReport,
-                     request_id: str | None = None) -> None:
+                     request_id: str | None = None, batch: Sequence[str] | None = None) -> None:
         entry = {
             "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "n_users": len(request.users), "n_interactions": len(request.interactions),
@@ -1184,6 +1296,8 @@ class SISA:
         }
         if request_id is not None:  # the manifest records which ledger request it holds
             entry.update(request=request_id, generation=self._generation)
+        if batch:  # the ledger requests one merged forget applied (apply_received)
+            entry["requests"] = list(batch)
         self._history.append(entry)
 
     def _agg_file(self) -> str | None:
@@ -1202,16 +1316,26 @@ class SISA:
         idx, known = self._data.user_map.lookup(raw)
         if known.all():
             return idx
+        missing = np.flatnonzero(~known)
+        try:  # all ints or all strings: the lookup was exact, only tombstones can still match
+            ids = _as_id_array(raw[missing], "users").tolist()
+            mixed = False
+        except ValidationError:  # mixed id types (or floats, bools): one id at a time below
+            ids, mixed = [canonical_id(raw[pos]) for pos in missing], True
+        if not mixed and not self._tombstones:  # e.g. 10**6 unknown ids: no loop at all
+            raise UnknownIdError("user", ids)
         unknown = []
-        for pos in np.flatnonzero(~known):  # only ids not in the map: rare, checked one by one
-            one, ok = self._data.user_map.lookup(np.array([canonical_id(raw[pos])]))
-            h = self._digest("users", canonical_id(raw[pos]))
-            if ok[0]:  # a list mixing ids of two types is looked up one id at a time
-                idx[pos] = one[0]
-            elif h in self._tombstones:
+        for pos, one_id in zip(missing.tolist(), ids, strict=True):
+            if mixed:
+                one, ok = self._data.user_map.lookup(np.array([one_id]))
+                if ok[0]:
+                    idx[pos] = one[0]
+                    continue
+            h = self._digest("users", one_id)
+            if h in self._tombstones:
                 idx[pos] = self._tombstones[h]
             else:
-                unknown.append(raw[pos])
+                unknown.append(one_id)
         if unknown:
             raise UnknownIdError("user", unknown)
         return idx
@@ -1224,7 +1348,17 @@ class SISA:
         popularity; inactive items get ``-inf``.
         """
         self._require_fitted()
-        u = np.asarray(user_idx, dtype=np.int64)
+        u = np.asarray(user_idx)
+        if u.ndim != 1 or (u.size and u.dtype.kind not in "iu"):
+            raise ValidationError(
+                f"scores() takes a 1-D array of integer user indices, got {u.dtype} {u.shape}; "
+                "map raw ids with model.data.user_map.index(raw_ids, 'user') or use recommend()")
+        u = u.astype(np.int64)
+        if u.size and (u.min() < 0 or u.max() >= self.n_users):
+            raise ValidationError(
+                f"user indices must lie in [0, {self.n_users}), got [{u.min()}, {u.max()}]; "
+                "scores() takes indices, not raw ids: map raw ids with "
+                "model.data.user_map.index(raw_ids, 'user')")
         counts = self._counts[:, u]
         agg = self._aggregator
         if type(agg).aggregate is Aggregator.aggregate:
@@ -1268,6 +1402,7 @@ class SISA:
         """
         self._require_fitted()
         k = _check_int("k", k, 1)
+        batch_size = _check_int("batch_size", batch_size, 1)
         n_ok = int(self._data.item_active.sum())
         if k > n_ok:
             raise ValidationError(f"k={k} exceeds the {n_ok} recommendable items; lower k")

@@ -100,6 +100,11 @@ class DeletionLedger:
             text = self.path.read_bytes().decode("utf-8", errors="replace")
         except FileNotFoundError:
             return []
+        except OSError as exc:
+            raise CheckpointError(
+                f"cannot read the deletion ledger {self.path} ({exc.strerror or exc}); restore it "
+                "from a backup (it must be a readable file) before changing this run"
+            ) from exc
         out = []
         for n, line in enumerate(text.splitlines(), 1):
             if not line.strip():

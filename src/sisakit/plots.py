@@ -13,6 +13,7 @@ every plot a results file supports.
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
 import re
@@ -26,6 +27,7 @@ from .errors import DataError, ValidationError
 
 __all__ = [
     "comparison_table",
+    "coordinator_timeline",
     "forget_time_vs_shards",
     "from_results",
     "jaccard_histogram",
@@ -655,3 +657,64 @@ def from_results(results_csv: PathLike, out_dir: PathLike) -> dict[str, list[Pat
                     ylabel="shards S", title="Mean forget seconds (all scenarios)",
                     colorbar_label="seconds", name="forget_seconds_heatmap")
     return made
+
+
+# ---------------------------------------------------------------------------------- coordinator
+def coordinator_timeline(log: PathLike | Sequence[Mapping[str, Any]], out_dir: PathLike, *,
+                         name: str = "coordinator_timeline") -> list[Path]:
+    """Timeline of a :class:`sisakit.coordinator.Coordinator` decision log.
+
+    One row per shard: requests as ticks at their arrival, the wait of each applied batch as a
+    thin span (first arrival to start) and each retrain as a bar (start to end).
+
+    Parameters
+    ----------
+    log : path or list of dict
+        The JSON-lines decision log, or its decisions.
+    out_dir : path
+        Folder for the files.
+    name : str
+        File stem.
+
+    Returns
+    -------
+    list of Path
+        ``<name>.png`` and ``<name>.svg``.
+
+    Raises
+    ------
+    DataError
+        If the log holds no applied forget.
+    """
+    if isinstance(log, (str, os.PathLike)):
+        try:
+            text = Path(log).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise DataError(f"cannot read the decision log {log} ({exc}); pass the log= path "
+                            "given to the Coordinator") from exc
+        rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+    else:
+        rows = list(log)
+    applies = [r for r in rows if r.get("action") == "apply" and r.get("end") is not None]
+    if not applies:
+        raise DataError("the decision log holds no applied forget; run the coordinator first")
+    fig = _new_figure(8.0, 4.2)
+    ax = fig.add_subplot()
+    colors = {"immediate": "tab:blue", "batch": "tab:green", "deadline": "tab:orange"}
+    for r in rows:
+        if r.get("action") == "submit" and r.get("time") is not None:
+            for s in r.get("shards") or [-1]:
+                ax.plot([r["time"]], [s + 0.3], marker="|", color="0.4", markersize=6)
+    for r in applies:
+        c = colors.get(r.get("policy"), "tab:purple")
+        arrivals = [a for a in r.get("arrivals") or [] if a is not None]
+        for s in r.get("shards") or [-1]:
+            if arrivals:
+                ax.hlines(s + 0.15, min(arrivals), r["time"], color=c, alpha=0.5, linewidth=1)
+            ax.broken_barh([(r["time"], max(r["end"] - r["time"], 1e-9))], (s - 0.25, 0.3),
+                           facecolors=c)
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("shard")
+    policies = sorted({str(r.get("policy")) for r in applies})
+    ax.set_title(f"Forget requests (ticks), waits (lines) and retrains (bars): {', '.join(policies)}")
+    return _save(fig, out_dir, name)

@@ -230,7 +230,11 @@ def build(kind: str, spec: Any, **params: Any) -> Any:
         try:
             return cls(**params)
         except TypeError as exc:
-            raise PluginError(f"cannot build {kind} {spec!r} with parameters {params}: {exc}") from exc
+            accepted = ", ".join(getattr(cls, "_param_names", list)()) or "(none)"
+            raise PluginError(
+                f"cannot build {kind} {spec!r} with parameters {params}: {exc}; use only its "
+                f"parameters: {accepted}"
+            ) from exc
     if isinstance(spec, type) and issubclass(spec, base):
         return spec(**params)
     if isinstance(spec, base):

@@ -151,7 +151,10 @@ class RunStore:
             ) from exc
         version = manifest.get("format_version") if isinstance(manifest, dict) else None
         if not isinstance(version, int):
-            raise CheckpointError(f"{path} has no format_version; it is not a sisakit manifest")
+            raise CheckpointError(
+                f"{path} has no format_version; it is not a sisakit manifest (a damaged or foreign "
+                "file): restore the run directory from a backup or re-fit"
+            )
         if version > FORMAT_VERSION:
             raise CheckpointError(
                 f"{path} has format_version {version}, newer than this sisakit understands "

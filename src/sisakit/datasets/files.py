@@ -439,12 +439,14 @@ def _read_parquet(path: Path, wanted: list[str]) -> dict[str, Any]:
     try:
         names = pq.read_schema(path).names
     except (pa.ArrowException, OSError) as exc:
-        raise DataError(f"{path} is not a readable Parquet file ({exc})") from exc
+        raise DataError(f"{path} is not a readable Parquet file ({exc}); check the path, or "
+                        "re-export the file if it is truncated") from exc
     _check_columns(path, names, wanted)
     try:
         table = pq.read_table(path, columns=wanted)
     except (pa.ArrowException, OSError) as exc:
-        raise DataError(f"{path} is not a readable Parquet file ({exc})") from exc
+        raise DataError(f"{path} is not a readable Parquet file ({exc}); check the path, or "
+                        "re-export the file if it is truncated") from exc
     out = {}
     for w in wanted:
         col = table.column(w)

@@ -20,6 +20,9 @@ def _as_tuple(values: Any, what: str) -> tuple:
         return ()
     if isinstance(values, (str, bytes)) or np.ndim(values) == 0:
         raise ValidationError(f"{what} must be a list of ids, e.g. [{values!r}], not a single id")
+    if what != "interactions" and np.ndim(values) > 1:
+        raise ValidationError(f"{what} must be a 1-D list of ids, got shape {np.shape(values)}; "
+                              "pass a flat list (e.g. array.ravel())")
     if what != "interactions":
         return tuple(canonical_id(v) for v in values)
     pairs = []
