@@ -170,7 +170,7 @@ class Coordinator:
         Retrain seconds per ``max_delay`` window that ``deadline`` may spend before deadlines,
         on the highest-priority requests. None or 0: never early.
     log : path, optional
-        JSON-lines decision log (appended). Decisions are also kept in :attr:`decisions`.
+        JSON-lines decision log (appended). Decisions are also kept in ``decisions``.
 
     Raises
     ------
@@ -400,7 +400,7 @@ class Coordinator:
         Returns
         -------
         list of dict
-            The ``apply`` decisions taken (see :attr:`decisions`).
+            The ``apply`` decisions taken (see ``decisions``).
         """
         now = time.time() if now is None else _number("now", now, positive=False)
         t, taken = now, []
