@@ -25,7 +25,7 @@ import sisakit
 from sisakit import membership, metrics
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_sisa import data_root, load_pairs, machine
+from bench_sisa import add_bpr_args, machine, ml1m_or_synthetic
 
 HERE = Path(__file__).resolve().parent
 
@@ -34,30 +34,18 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--shards", type=int, nargs="+", default=[1, 10])
     p.add_argument("--slices", type=int, default=1)
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--factors", type=int, default=64)
-    p.add_argument("--lr", type=float, default=0.01)
-    p.add_argument("--batch-size", type=int, default=4096)
     p.add_argument("--n-forget", type=int, default=300)
     p.add_argument("--k", type=int, default=100, help="length of the observed lists")
     p.add_argument("--dim", type=int, default=64, help="SVD item-vector dimension")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-interaction", action="store_true", help="skip the pair-level attack")
-    p.add_argument("--synthetic", action="store_true", help="use built-in synthetic data")
-    p.add_argument("--quick", action="store_true", help="small smoke configuration")
     p.add_argument("--out", default=str(HERE / "results" / "bench_membership.json"))
+    add_bpr_args(p)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     log = logging.getLogger("bench_membership")
     logging.getLogger("sisakit").setLevel(logging.WARNING)
 
-    if args.synthetic:
-        data = sisakit.datasets.synthetic(n_users=800 if args.quick else 6000,
-                                          n_items=200 if args.quick else 3700, seed=args.seed)
-        dataset = "synthetic"
-    else:
-        data = load_pairs(data_root())
-        dataset = "ml-1m pairs"
+    data, dataset = ml1m_or_synthetic(args, 800, 200)
     if args.quick:
         args.shards, args.epochs, args.n_forget, args.k, args.dim = [1, 2], 5, 50, 20, 16
     log.info("data: %s, %d records, %d users, %d items", dataset, len(data), data.n_users,

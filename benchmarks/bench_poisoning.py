@@ -31,7 +31,7 @@ from sisakit import metrics, poisoning
 from sisakit.engine import parameters_equal
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_sisa import data_root, load_pairs, machine
+from bench_sisa import add_bpr_args, machine, ml1m_or_synthetic
 
 HERE = Path(__file__).resolve().parent
 
@@ -40,10 +40,6 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--shards", type=int, nargs="+", default=[1, 10])
     p.add_argument("--slices", type=int, default=1)
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--factors", type=int, default=64)
-    p.add_argument("--lr", type=float, default=0.01)
-    p.add_argument("--batch-size", type=int, default=4096)
     p.add_argument("--n-fake", type=int, nargs="+", default=[600, 900, 1200])
     p.add_argument("--n-filler", type=int, default=30)
     p.add_argument("--filler", choices=["popular", "random", "sampled", "profile"],
@@ -54,22 +50,14 @@ def main(argv=None) -> int:
                    help="popularity quantile of the target item among items with records")
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--min-gain", type=float, default=0.05)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--synthetic", action="store_true", help="use built-in synthetic data")
-    p.add_argument("--quick", action="store_true", help="small smoke configuration")
     p.add_argument("--out", default=str(HERE / "results" / "bench_poisoning.json"))
+    add_bpr_args(p)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     log = logging.getLogger("bench_poisoning")
     logging.getLogger("sisakit").setLevel(logging.WARNING)
 
-    if args.synthetic:
-        data = sisakit.datasets.synthetic(n_users=600 if args.quick else 6000,
-                                          n_items=200 if args.quick else 3700, seed=args.seed)
-        dataset = "synthetic"
-    else:
-        data = load_pairs(data_root())
-        dataset = "ml-1m pairs"
+    data, dataset = ml1m_or_synthetic(args, 600, 200)
     if args.quick:
         args.shards, args.epochs, args.n_fake, args.n_filler = [1, 2], 10, [30, 60, 120], 10
     train, test = sisakit.split.holdout(data, 0.2, seed=args.seed)

@@ -47,6 +47,28 @@ def load_pairs(root: Path) -> sisakit.Interactions:
     return sisakit.datasets.read_interactions(path, user_col="userID", item_col="movieID")
 
 
+def add_bpr_args(p: argparse.ArgumentParser) -> None:
+    """The BPR-MF and data options shared by the ML-1M benchmarks."""
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--factors", type=int, default=64)
+    p.add_argument("--lr", type=float, default=0.01)
+    p.add_argument("--batch-size", type=int, default=4096)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--synthetic", action="store_true", help="use built-in synthetic data")
+    p.add_argument("--quick", action="store_true", help="small smoke configuration")
+
+
+def ml1m_or_synthetic(args: argparse.Namespace, quick_users: int, quick_items: int
+                      ) -> tuple[sisakit.Interactions, str]:
+    """ML-1M pairs, or synthetic data of ML-1M's size (smaller with ``--quick``)."""
+    if args.synthetic:
+        data = sisakit.datasets.synthetic(n_users=quick_users if args.quick else 6000,
+                                          n_items=quick_items if args.quick else 3700,
+                                          seed=args.seed)
+        return data, "synthetic"
+    return load_pairs(data_root()), "ml-1m pairs"
+
+
 def load_dataset(name: str) -> sisakit.Interactions:
     """ML-100K (``"ml-100k"``) or the ML-1M pairs with ``gender`` and ``age`` from users.dat."""
     root = data_root()
@@ -135,31 +157,19 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--shards", type=int, nargs="+", default=[5, 10, 20])
     p.add_argument("--slices", type=int, nargs="+", default=[1, 5])
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--factors", type=int, default=64)
-    p.add_argument("--lr", type=float, default=0.01)
-    p.add_argument("--batch-size", type=int, default=4096)
     p.add_argument("--n-forget", type=int, default=10)
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--full-threads", type=int, default=1,
                    help="threads of the unsharded baseline (shards always use 1)")
     p.add_argument("--implicit-iterations", type=int, nargs="*", default=[50, 100])
-    p.add_argument("--synthetic", action="store_true", help="use built-in synthetic data")
-    p.add_argument("--quick", action="store_true", help="small smoke configuration")
     p.add_argument("--out", default=str(HERE / "results" / "bench_sisa.json"))
     p.add_argument("--workdir", default=None, help="where run directories go (default: temp)")
+    add_bpr_args(p)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     log = logging.getLogger("bench_sisa")
     logging.getLogger("sisakit").setLevel(logging.WARNING)
 
-    if args.synthetic:
-        data = sisakit.datasets.synthetic(n_users=600 if args.quick else 6000,
-                                          n_items=300 if args.quick else 3700, seed=args.seed)
-        dataset = "synthetic"
-    else:
-        data = load_pairs(data_root())
-        dataset = "ml-1m pairs"
+    data, dataset = ml1m_or_synthetic(args, 600, 300)
     if args.quick:
         args.shards, args.slices, args.epochs, args.n_forget = [2, 4], [1, 2], 4, 3
     train, test = sisakit.split.holdout(data, test_fraction=0.2, seed=args.seed)

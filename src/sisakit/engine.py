@@ -1364,8 +1364,12 @@ class SISA:
         if type(agg).aggregate is Aggregator.aggregate:
             agg_scores, scored = self._linear_aggregate(u, counts)
         else:
-            stack = torch.stack([m.scores(u).float().cpu() for m in self._models])
-            mask = (counts > 0)[:, :, None] & self._item_seen[:, None, :]
+            if agg.uses_shard_scores:
+                stack = torch.stack([m.scores(u).float().cpu() for m in self._models])
+                mask = (counts > 0)[:, :, None] & self._item_seen[:, None, :]
+            else:  # the aggregator scores from its own state: no shard scoring pass
+                stack = torch.empty(self.n_shards, len(u), 0)
+                mask = torch.empty(self.n_shards, len(u), 0, dtype=torch.bool)
             extra = {"user_idx": torch.from_numpy(u)} if agg.needs_user_idx else {}  # opt-in only
             agg_scores, scored = agg.aggregate(stack, mask, counts, **extra)
         unscored = (-1.0e30 * (2.0 - self._popularity))[None, :].expand_as(agg_scores)

@@ -64,11 +64,17 @@ def _new_figure(width: float = 6.4, height: float = 4.2) -> Any:
     return fig
 
 
-def _save(fig: Any, out_dir: PathLike, name: str) -> list[Path]:
+def _out_dir(out_dir: PathLike, name: str) -> Path:
+    """The output folder (created), after checking ``name`` is a plain file stem."""
     if not isinstance(name, str) or not name or "/" in name or "\\" in name:
         raise ValidationError(f"name must be a plain file stem like 'quality', got {name!r}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _save(fig: Any, out_dir: PathLike, name: str) -> list[Path]:
+    out = _out_dir(out_dir, name)
     _, _, rc_context = _matplotlib()
     png, svg = out / f"{name}.png", out / f"{name}.svg"
     with rc_context({"svg.hashsalt": "sisakit", "svg.fonttype": "none"}):
@@ -574,10 +580,7 @@ def comparison_table(results: Results, out_dir: PathLike, *, name: str = "compar
     rows = _rows(results)
     _metric_column(rows, "forget_seconds")
     table = _comparison_rows(rows)
-    if not isinstance(name, str) or not name or "/" in name or "\\" in name:
-        raise ValidationError(f"name must be a plain file stem like 'comparison', got {name!r}")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = _out_dir(out_dir, name)
     header = list(table[0])
     csv_path, md_path = out / f"{name}.csv", out / f"{name}.md"
     with csv_path.open("w", newline="", encoding="utf-8") as fh:

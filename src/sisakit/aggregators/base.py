@@ -30,6 +30,9 @@ class Aggregator(Component, ABC):
     * Aggregators with ``needs_user_idx = True`` receive the batch's user indices as
       ``aggregate(scores, mask, counts, user_idx=...)`` (an ``int64`` tensor of shape ``(B,)``);
       the engine never passes the keyword to aggregators that do not opt in.
+    * Aggregators with ``uses_shard_scores = False`` score from their fitted state alone: the
+      engine then skips computing the shard scores and passes empty ``(S, B, 0)`` ``scores``
+      and ``mask``.
     * :meth:`holdout_mask` may reserve training records for the aggregator's own validation:
       the engine keeps them in the run (stored, forgettable, excluded from recommendations as
       seen items) but no shard trains on them, and they do not count in ``counts``.
@@ -39,6 +42,8 @@ class Aggregator(Component, ABC):
     requires_fit: ClassVar[bool] = False
     #: Opt-in: the engine passes ``user_idx=`` to :meth:`aggregate`.
     needs_user_idx: ClassVar[bool] = False
+    #: Opt-out: False when :meth:`aggregate` never reads ``scores`` and ``mask``.
+    uses_shard_scores: ClassVar[bool] = True
 
     def fit(self, ensemble: Any, data: Any) -> Aggregator:
         """Fit on a trained ensemble and its training data (no-op by default)."""

@@ -62,6 +62,7 @@ class FoldInAggregator(Aggregator):
 
     requires_fit = True
     needs_user_idx = True
+    uses_shard_scores = False
 
     def __init__(self, reg: float = 1.0, alpha: float = 1.0, batch_size: int = 256) -> None:
         self.reg = reg
@@ -145,21 +146,15 @@ class FoldInAggregator(Aggregator):
         if user_idx is None:
             raise ValidationError("the fold-in aggregator needs user_idx= (the batch's user "
                                   "indices); the SISA engine passes it")
-        self._require()
-        out = torch.zeros(scores.shape[1:], dtype=torch.float32)
-        den = torch.zeros(scores.shape[1:], dtype=torch.float32)
-        for start in range(0, len(user_idx), int(self.batch_size)):  # one solve per batch
-            ub = torch.as_tensor(user_idx[start:start + int(self.batch_size)], dtype=torch.int64)
-            o, d = self._fold_in(ub)
-            out[start:start + len(ub)], den[start:start + len(ub)] = o, d
-        scored = den > 0
-        return torch.where(scored, out / den.clamp_min(1.0), out), scored
-
-    def _fold_in(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         st = self._require()
-        hist = self._history(u)
-        has = ((hist.crow_indices()[1:] - hist.crow_indices()[:-1]) > 0).float()[:, None]
         n_shards, n_items, dim = st["Y"].shape
+        step = int(self.batch_size)
+        u = torch.as_tensor(user_idx, dtype=torch.int64)
+        # The batches' histories once, and each shard's item statistics once per call (not once
+        # per batch): they do not depend on the users.
+        hists = [self._history(u[start:start + step]) for start in range(0, len(u), step)]
+        has = torch.cat([(h.crow_indices()[1:] - h.crow_indices()[:-1]) > 0 for h in hists])
+        has = has.float()[:, None]
         out = torch.zeros(len(u), n_items)
         eye = torch.eye(dim) * float(self.reg)
         for s in range(n_shards):  # one iteration per shard, vectorised over users and items
@@ -168,18 +163,23 @@ class FoldInAggregator(Aggregator):
             b = st["b"][s] * seen
             outer = (y[:, :, None] * y[:, None, :]).reshape(n_items, dim * dim)
             gram = y.T @ y
-            a = (gram + eye) + float(self.alpha) * (hist @ outer).reshape(-1, dim, dim)
-            rhs = (1.0 + float(self.alpha)) * (hist @ y)
-            x = torch.cholesky_solve(rhs.unsqueeze(-1), torch.linalg.cholesky(a)).squeeze(-1)
             # Standardise over the items this shard trained on (so shards weigh alike), with the
             # moments of its item factors: O(B d^2) instead of passes over (B, n_items).
             k = seen.sum().clamp_min(1)
-            ybar, bbar = y.sum(0) / k, b.sum() / k
-            mu = x @ ybar + bbar
-            second = ((x @ (gram / k)) * x).sum(1) + 2.0 * (x @ (y.T @ b / k)) + (b @ b) / k
-            inv_sd = (second - mu * mu).clamp_min(1e-12).rsqrt()[:, None]
-            out.addcmul_((x @ y.T + b).sub_(mu[:, None]).mul_(inv_sd), seen[None, :].float() * has)
-        return out, has * st["seen"].sum(0)[None, :].float()
+            ybar, bbar, yb = y.sum(0) / k, b.sum() / k, y.T @ b / k
+            for n, hist in enumerate(hists):  # one solve per batch of users
+                rows = slice(n * step, n * step + hist.shape[0])
+                a = (gram + eye) + float(self.alpha) * (hist @ outer).reshape(-1, dim, dim)
+                rhs = (1.0 + float(self.alpha)) * (hist @ y)
+                x = torch.cholesky_solve(rhs.unsqueeze(-1), torch.linalg.cholesky(a)).squeeze(-1)
+                mu = x @ ybar + bbar
+                second = ((x @ (gram / k)) * x).sum(1) + 2.0 * (x @ yb) + (b @ b) / k
+                inv_sd = (second - mu * mu).clamp_min(1e-12).rsqrt()[:, None]
+                out[rows].addcmul_((x @ y.T + b).sub_(mu[:, None]).mul_(inv_sd),
+                                   seen[None, :].float() * has[rows])
+        den = has * st["seen"].sum(0)[None, :].float()
+        scored = den > 0
+        return torch.where(scored, out / den.clamp_min(1.0), out), scored
 
 
 @hookimpl
