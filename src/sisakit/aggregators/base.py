@@ -42,7 +42,7 @@ class Aggregator(Component, ABC):
     requires_fit: ClassVar[bool] = False
     #: Opt-in: the engine passes ``user_idx=`` to :meth:`aggregate`.
     needs_user_idx: ClassVar[bool] = False
-    #: Opt-out: False when :meth:`aggregate` never reads ``scores`` and ``mask``.
+    #: Set to False when :meth:`aggregate` never reads ``scores`` and ``mask`` (an opt-out).
     uses_shard_scores: ClassVar[bool] = True
 
     def fit(self, ensemble: Any, data: Any) -> Aggregator:
