@@ -375,7 +375,25 @@ def render_executors(d: dict) -> str:
         f"S={c.get('n_shards')}, R={c.get('n_slices')}, {c.get('workers')} workers, one thread per "
         f"shard; parameters bit-for-bit identical across executors: {same}.", "",
         _table(["executor", "fit s", "fit speed-up", "forget s", "forget speed-up",
-                "start-up s (cluster + worker imports)"], rows)])
+                "start-up s (cluster + worker imports)"], rows), *_executors_extra(d)])
+
+
+def _executors_extra(d: dict) -> list[str]:
+    """Steady-state config and the machine's 2-process ceiling (newer bench_executors JSON)."""
+    out = []
+    long = (d.get("configs") or {}).get("long")
+    if long:
+        out += ["", f"Steady state ({long['epochs']} epochs, median fit s): " + ", ".join(
+            f"`{r['executor']}` {_f(r['fit_seconds'], 2)} ({_x(r['fit_speedup_vs_serial'])})"
+            for r in long["results"]) + "."]
+    c = d.get("scaling_ceiling")
+    if c:
+        out += ["", f"2-process scaling ceiling measured in the same run: "
+                f"{_x(c['two_process_speedup_ceiling'])} (one shard job alone vs two at once)"
+                + (f", {_x(c['gemm_two_process_speedup_ceiling'])} (matrix products)"
+                   if "gemm_two_process_speedup_ceiling" in c else "")
+                + f"; load average at the end {d.get('machine', {}).get('load_average_at_end')}."]
+    return out
 
 
 def render_coordinator(d: dict) -> str:
@@ -397,6 +415,27 @@ def render_coordinator(d: dict) -> str:
 
 # --------------------------------------------------------------------------------------------
 # Registry
+
+
+def render_sequential(d: dict) -> str:
+    rows = [[e["model"], e["n_shards"], _pm(e["ndcg@10"], e["ndcg@10_std"], 4), _f(e["hr@10"]),
+             f"{e['ndcg@10_vs_unsharded']:.1%}", _f(e["fit_seconds"], 1),
+             _f(e["forget_median_seconds"], 2)] for e in d["summary"]]
+    return _table(["model", "S", "NDCG@10", "HR@10", "vs S=1", "fit s", "forget s"], rows)
+
+
+def render_dual_memory(d: dict) -> str:
+    rows = []
+    for r in d["summary"]:
+        t = r.get("targets") or {}
+        rows.append([r["dataset"], r["variant"], r["model"], r["seeds"], _f(r["retain_hr@10"]),
+                     _f(r["forget_hr@10"]), _f(r["collateral_hr@10"]), _f(r["mia_auc"], 3),
+                     _f(r.get("seconds"), 1),
+                     "–" if r.get("seconds_vs_retrain") is None
+                     else f"{r['seconds_vs_retrain']:.1%}",
+                     _f(t.get("forget_hr10_abs_diff_vs_gold"), 3)])
+    return _table(["data", "forget", "model", "seeds", "retain HR@10", "forget HR@10",
+                   "collateral HR@10", "MIA AUC", "s", "vs retrain", "|forget − gold|"], rows)
 
 
 def _sharding(study: str, what: str, *runs: tuple[str, ...], grid: bool = False) -> Benchmark:
@@ -457,6 +496,13 @@ REGISTRY: list[Benchmark] = [
     Benchmark("executors", "bench_executors.py", "bench_executors.json", ((),), render_executors,
               "serial vs joblib vs Ray: fit and forget seconds at S=10 on ML-1M pairs",
               smoke=(("--quick", "--synthetic", "--no-ray"),)),
+    Benchmark("sequential", "bench_sequential.py", "bench_sequential.json", ((),),
+              render_sequential, "ML-100K leave-last-out: `sasrec` vs `bpr-mf`, S = 1, 5, 10",
+              smoke=_SMOKE),
+    Benchmark("dual-memory", "bench_dual_memory.py", "bench_dual_memory.json", ((),),
+              render_dual_memory, "dual-memory unlearning of `sasrec` vs retraining (ML-100K, "
+              "ML-1M users 1-2999): forget/retain/collateral HR, MIA, time",
+              smoke=(("--synthetic", "--quick"),)),
     Benchmark("coordinator", "bench_coordinator.py", "bench_coordinator.json",
               (("--n-requests", "1000"),), render_coordinator,
               "forget-request scheduling on ML-1M pairs: retrain seconds and latency per policy",

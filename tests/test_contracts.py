@@ -68,6 +68,14 @@ class TestNCF(ShardModelContract):
         return plugins.get("model", "ncf")(factors=4, layers=(8,), batch_size=128, device="cpu")
 
 
+class TestSASRec(ShardModelContract):
+    component = ("model", "sasrec")
+
+    def make_model(self):
+        return plugins.get("model", "sasrec")(factors=8, n_heads=2, max_len=6, batch_size=16,
+                                              device="cpu")
+
+
 class TestPopularity(ShardModelContract):
     component = ("model", "popularity")
 
@@ -201,6 +209,22 @@ class TestPotAUContract(UnlearnerContract):
 
     def make_request(self, model):
         return sisakit.AttributeRequest("gender", labels=self._labels)
+
+
+class TestDualMemoryContract(UnlearnerContract):
+    component = ("unlearner", "dual-memory")
+
+    def make_unlearner(self):
+        return plugins.get("unlearner", "dual-memory")(epochs=2, router_epochs=5, progress=False)
+
+    def make_model(self):
+        d = sisakit.datasets.synthetic(n_users=60, n_items=30, seed=4)
+        model = sisakit.models.SASRec(factors=8, max_len=6, device="cpu").fit(d, epochs=1)
+        model.data = d  # dual-memory reads the training data from ``model.data`` if not given
+        return model
+
+    def make_request(self, model):
+        return sisakit.ForgetRequest(users=[model.data.user_ids[3]])
 
 
 def _with_group(data):

@@ -114,3 +114,20 @@ def test_bad_input(data, tmp_path):
     with pytest.raises(sisakit.ValidationError, match="list of raw ids"):
         coord.submit(1000, at=0.0)
     assert coord.pending == [] and not sisa.pending_requests()
+
+
+@pytest.mark.parametrize("policy", ["batch", "deadline"])
+def test_slack_reserve_bounds_every_start(policy, runs):
+    # every forget started by the clock starts within (1 - slack) of max_delay of its oldest
+    # request, whatever the estimate: the reserve absorbs retrains slower than estimated
+    coord = runs[policy][1]
+    for d in coord.decisions:
+        if d["action"] == "apply" and d["reason"] in ("max_delay", "deadline"):
+            assert d["time"] - min(d["arrivals"]) <= (1 - coord.slack) * coord.max_delay + 1e-9
+
+
+@pytest.mark.parametrize("slack", [1.0, -0.1, "0.1", True])
+def test_bad_slack_is_refused(slack, data, tmp_path):
+    sisa = _fit(data, tmp_path / "run")
+    with pytest.raises(sisakit.errors.ValidationError, match="slack"):
+        Coordinator(sisa, "deadline", slack=slack)

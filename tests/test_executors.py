@@ -257,3 +257,68 @@ def test_non_executor_class_is_refused_by_the_hook():
     with pytest.raises(PluginError, match="not a subclass of Executor"):
         plugins.register_plugin(Bad(), name="test-bad-executor")
     assert "bad" not in plugins.names("executor")
+
+
+# ---------------------------------------------------------------------------------- what is shipped
+class RecordingExecutor(SerialExecutor):
+    """Runs in this process and keeps every job, the shared context and the results."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[list[Any], Any, list[Any]]] = []
+
+    def map(self, fn, jobs, *, shared=None, cpus_per_job=1, on_result=None):
+        results = super().map(fn, jobs, shared=shared, cpus_per_job=cpus_per_job,
+                              on_result=on_result)
+        self.seen.append((list(jobs), shared, results))
+        return results
+
+
+def test_jobs_carry_their_own_records_and_the_context_only_the_id_space(data):
+    ex = RecordingExecutor()
+    model = make(ex, 4, 3, threads_per_shard=1).fit(data)
+    (jobs, ctx, results), = ex.seen
+    assert len(ctx.data) == 0  # the shared context ships no records
+    assert ctx.data.n_users == data.n_users and ctx.data.n_items == data.n_items
+    shipped = np.concatenate([j.records["record_id"] for j in jobs])
+    np.testing.assert_array_equal(np.sort(shipped), np.sort(data.record_id))  # each record once
+    for job in jobs:
+        np.testing.assert_array_equal(job.records["user_idx"], model.data.user_idx[job.rows])
+        np.testing.assert_array_equal(job.records["item_idx"], model.data.item_idx[job.rows])
+    assert {r.threads for r in results} == {1}
+    assert all(0.0 <= r.save_seconds <= r.seconds and r.cpu_seconds > 0 for r in results)
+
+
+def test_job_records_and_row_selection_train_the_same_bits(tmp_path, data):
+    import torch
+
+    from sisakit._training import ShardContext, ShardJob, shard_records, train_shard
+
+    rows = np.flatnonzero(data.user_idx % 3 == 1)
+    slices = (data.record_id[rows] % 3).astype(np.int64)
+    template = plugins.build("model", "bpr-mf", factors=4, device="cpu")
+    common = dict(shard=0, start=0, n_slices=3, rows=rows, rows_slice=slices, init_seed=5,
+                  stage_seeds=((1,), (2,), (3,)))
+    space = data.take(np.zeros(0, dtype=np.int64))
+    own = train_shard(ShardJob(generation=0, records=shard_records(data, rows), **common),
+                      ShardContext(template, space, str(tmp_path), 1, "cpu"))
+    full = train_shard(ShardJob(generation=1, **common),
+                       ShardContext(template, data, str(tmp_path), 1, "cpu"))
+    assert own.state.keys() == full.state.keys()
+    assert all(torch.equal(own.state[k], full.state[k]) for k in own.state)
+
+
+def test_joblib_workers_train_with_the_runs_thread_count(data, joblib_executor):
+    ex = RecordingExecutor()
+    ex.map = _recording(joblib_executor, ex.seen)  # type: ignore[method-assign]
+    make(ex, 2, 2, threads_per_shard=1).fit(data)
+    (_, _, results), = ex.seen
+    assert {r.threads for r in results} == {1}
+
+
+def _recording(inner: Executor, seen: list) -> Any:
+    def map_(fn, jobs, *, shared=None, cpus_per_job=1, on_result=None):
+        results = inner.map(fn, jobs, shared=shared, cpus_per_job=cpus_per_job,
+                            on_result=on_result)
+        seen.append((list(jobs), shared, results))
+        return results
+    return map_

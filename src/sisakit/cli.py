@@ -176,13 +176,23 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
 def _cmd_resume(args: argparse.Namespace) -> int:
     from .engine import SISA
 
-    model = SISA.load(args.run, device=args.device, progress=False if args.json else None,
-                      resume=False, lock_timeout=args.lock_timeout)
+    progress = False if args.json else None
+    # First an interrupted fit (if any), then the pending deletion requests.
+    fitted = SISA._finish_fit(Path(args.run), device=args.device, progress=progress,
+                              lock_timeout=args.lock_timeout)
+    fit = None if fitted is None else dict(fitted._resumed)
+    model = SISA.load(args.run, device=args.device, progress=progress, resume=False,
+                      lock_timeout=args.lock_timeout)
     done = model.resume()
     left = model.pending_requests()
     if args.json:
-        print(json.dumps({"run": str(args.run), "finished": done, "pending": left}, indent=2))
-    elif not done:
+        print(json.dumps({"run": str(args.run), "fit": fit, "finished": done, "pending": left},
+                         indent=2))
+        return 1 if left or any(d["state"] != "applied" for d in done) else 0
+    if fit is not None:
+        print(f"{args.run}: finished the interrupted fit (generation {fit['generation']}): "
+              f"{fit['reused']} slice checkpoint(s) reused, {fit['trained']} trained")
+    if not done:
         print(f"{args.run}: no pending deletion requests")
     else:
         for d in done:
@@ -221,7 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--plots", action="store_true",
                    help="also render every plot the results support into DIR/plots")
     e.set_defaults(func=_cmd_experiment)
-    r = sub.add_parser("resume", help="finish deletion requests an interrupted process left pending")
+    r = sub.add_parser("resume", help="finish the fit and the deletion requests an interrupted "
+                       "process left unfinished")
     r.add_argument("run", metavar="RUN", help="run directory (a SISA workdir)")
     r.add_argument("--json", action="store_true", help="print what was finished as JSON")
     r.add_argument("--device", default="auto", help="device for retraining (default auto)")

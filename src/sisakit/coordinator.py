@@ -169,6 +169,11 @@ class Coordinator:
     budget_seconds : float, optional
         Retrain seconds per ``max_delay`` window that ``deadline`` may spend before deadlines,
         on the highest-priority requests. None or 0: never early.
+    slack : float
+        Share of ``max_delay`` held in reserve for retrains that run slower than estimated
+        (a loaded machine): ``batch`` and ``deadline`` start a forget at the latest at
+        ``(1 - slack) · max_delay`` after the oldest request's arrival, earlier if the padded
+        estimate says so. In ``[0, 1)``; default 0.1.
     log : path, optional
         JSON-lines decision log (appended). Decisions are also kept in ``decisions``.
 
@@ -188,7 +193,7 @@ class Coordinator:
 
     def __init__(self, sisa: SISA, policy: str = "immediate", *, max_delay: float = 60.0,
                  batch_size: int = 8, budget_seconds: float | None = None,
-                 log: str | os.PathLike[str] | None = None) -> None:
+                 slack: float = 0.1, log: str | os.PathLike[str] | None = None) -> None:
         from .engine import SISA
 
         if not isinstance(sisa, SISA):
@@ -206,6 +211,11 @@ class Coordinator:
         self.batch_size = int(batch_size)
         self.budget_seconds = _number("budget_seconds", budget_seconds, positive=False,
                                       allow_none=True) or 0.0
+        if isinstance(slack, bool) or not isinstance(slack, (int, float, np.floating)) or not (
+                0.0 <= float(slack) < 1.0):
+            raise ValidationError(f"slack must be a number in [0, 1), got {slack!r}; e.g. 0.1 "
+                                  "keeps a tenth of max_delay in reserve")
+        self.slack = float(slack)
         self.log_path = None if log is None else Path(log)
         self.decisions: list[dict[str, Any]] = []
         self.acknowledged: list[str] = []
@@ -319,6 +329,13 @@ class Coordinator:
     def _est(self, rids: Sequence[str]) -> float:
         return self.estimate_seconds(rids)
 
+    def _latest_start(self, arrival: float, rids: Sequence[str]) -> float:
+        """When a forget of ``rids`` must start so the request that arrived at ``arrival``
+        is applied within ``max_delay``: the padded estimate, and never later than the
+        reserve (``slack``) allows, since an estimate cannot foresee a slow machine."""
+        return arrival + min(self.max_delay - self._est(rids),
+                             (1.0 - self.slack) * self.max_delay)
+
     def _due(self, now: float) -> tuple[float, list[str], str]:
         """(time, request ids, reason) of the next action; time ``inf`` when none is planned."""
         if not self._pending:
@@ -339,12 +356,12 @@ class Coordinator:
                 if len(members) >= self.batch_size:
                     cand = (members[self.batch_size - 1].at, rids, "full")
                 else:
-                    cand = (members[0].at + self.max_delay - self._est(rids), rids, "max_delay")
+                    cand = (self._latest_start(members[0].at, rids), rids, "max_delay")
                 if cand[0] < best[0]:
                     best = cand
             return best
         # deadline: the earliest deadline, with everything falling due while it runs
-        dl = {r.rid: r.at + self.max_delay - self._est([r.rid]) for r in reqs}
+        dl = {r.rid: self._latest_start(r.at, [r.rid]) for r in reqs}
         t = min(dl.values())
         start = max(t, now)
         rids = [rid for rid, d in dl.items() if d <= start]

@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import platform
+import re
 import secrets
 import shutil
 import tempfile
@@ -38,9 +39,17 @@ from tqdm.auto import tqdm
 
 from . import plugins
 from ._device import deterministic, resolve_device, torch_threads
+from ._fitjournal import FIT_DIR, FitJournal
 from ._hashing import bucket, salted_digest
 from ._rng import derive_seed
-from ._training import ShardContext, ShardJob, ShardResult, checkpoint_name, train_shard
+from ._training import (
+    ShardContext,
+    ShardJob,
+    ShardResult,
+    checkpoint_name,
+    shard_records,
+    train_shard,
+)
 from ._version import __version__
 from .aggregators.base import Aggregator
 from .data import IdMap, Interactions, _as_id_array, canonical_id
@@ -108,7 +117,8 @@ class SISA:
     progress : bool or None
         Show progress bars (None: only on a terminal).
     overwrite : bool
-        Allow :meth:`fit` to replace an existing run in ``workdir``.
+        Allow :meth:`fit` to replace an existing run (or an interrupted fit) in ``workdir``;
+        the old run is replaced atomically when the new one commits.
     executor : str or Executor
         Where shards train and retrain: ``"serial"`` (default, one after another in this
         process), ``"joblib"`` (local worker processes) or ``"ray"`` (a Ray cluster), or any
@@ -252,6 +262,14 @@ class SISA:
     ) -> SISA:
         """Train every shard, slice by slice, saving a checkpoint after each slice.
 
+        The fit holds the run lock (:attr:`lock_timeout`) from start to commit and is
+        crash-resumable: each checkpoint is recorded, with its sha256, in a fit journal in
+        ``workdir`` as it completes, so if the process dies, :meth:`load` or ``sisakit resume``
+        finishes the fit from the last complete checkpoints, bit for bit as if uninterrupted.
+        With ``overwrite=True`` the existing run is replaced only at the final manifest swap:
+        until then (an error or a crash mid-fit) it stays intact and loadable. A fit that raises
+        leaves nothing of itself behind. See "Interrupted training" in the docs.
+
         Parameters
         ----------
         data : Interactions
@@ -263,6 +281,15 @@ class SISA:
         Returns
         -------
         self
+
+        Raises
+        ------
+        ValidationError
+            If the data or the assignment is invalid.
+        CheckpointError
+            If ``workdir`` holds another run or an interrupted fit (without ``overwrite``),
+            pending deletion requests, or foreign files; or if another process holds the run
+            lock for longer than :attr:`lock_timeout`.
         """
         if not isinstance(data, Interactions):
             raise ValidationError(
@@ -288,45 +315,124 @@ class SISA:
         # A stored assignment may leave a shard empty (all its users were forgotten): such a shard
         # keeps its seeded initial state and contributes nothing.
         self._validate_assignment(data, shard, slice_, allow_empty=assignment is not None)
-        check = getattr(self._model, "_validate", None)
-        if callable(check) and self._store.has_manifest():
-            check()  # bad model parameters must not cost the run that overwrite=True replaces
-        self._clear_workdir()  # only now that the input is known to be valid
-        self._fitted = False
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        with RunLock(self.workdir, self.lock_timeout):
+            self._lock_depth = 1
+            try:
+                self._check_workdir()  # again: another process may have changed it meanwhile
+                self._run_fit(data, shard.astype(np.int64), slice_.astype(np.int64))
+            finally:
+                self._lock_depth = 0
+        return self
+
+    def _run_fit(self, data: Interactions, shard: np.ndarray, slice_: np.ndarray,
+                 journal: dict[str, Any] | None = None) -> None:
+        """Train and commit a new run (call under the run lock), or resume an interrupted one.
+
+        The new run's files are tagged with a generation no file in the workdir uses yet, so an
+        existing run (``overwrite=True``) stays intact and loadable until the manifest swap
+        replaces it; its files are removed only after the swap. Before training, the data files
+        and the fit journal are written (:mod:`sisakit._fitjournal`), and every slice checkpoint
+        is recorded there once complete, so a killed fit resumes (``journal``: the journal of
+        the interrupted fit) from its last complete checkpoints, reusing them.
+        """
+        before = dict(self.__dict__)
+        committed = False
+        store, jr = self._store, FitJournal(self.workdir)
         t0, c0 = time.perf_counter(), time.process_time()
-        self._data = data
-        self._shard = shard.astype(np.int64)
-        self._slice = slice_.astype(np.int64)
-        self._salt = secrets.token_hex(16)
+        g = self._next_generation() if journal is None else int(journal["generation"])
+        self._fitted = False
+        self._data, self._shard, self._slice = data, shard, slice_
+        self._salt = secrets.token_hex(16) if journal is None else str(journal["salt"])
         self._forgotten: dict[str, list[str]] = {"users": [], "items": [], "interactions": []}
         self._tombstones: dict[str, int] = {}
         self._history: list[dict[str, Any]] = []
-        self._generation = 0
-        files: dict[str, str] = {}
+        self._generation = g
         self._models = []
-        self._ckpt: list[list[str]] = []
-        with self._bar(self.n_shards * self.n_slices, "SISA fit") as bar:
-            trained = self._train_shards(dict.fromkeys(range(self.n_shards), 0), data,
-                                         self._shard, self._slice, files, generation=0, bar=bar)
-            for s in range(self.n_shards):
-                model, names = trained[s]
-                self._models.append(model)
-                self._ckpt.append(names)
-        self._refresh_index()
-        agg_file = self._fit_aggregator(files, generation=0)
-        fit_seconds = time.perf_counter() - t0
-        self._timings = {"fit_seconds": fit_seconds,
-                         "fit_cpu_seconds": time.process_time() - c0}
+        self._ckpt: list[list[str]] = self._ckpt_of(g)
         self._data_files = {"space": "", "shards": [""] * self.n_shards}
-        self._commit(files, agg_file, shards=range(self.n_shards), space=True)
-        self._fitted = True
+        files: dict[str, str] = {}
+        try:
+            if journal is None:
+                self._save_data(files, range(self.n_shards), space=True)
+                jr.start({"format_version": FORMAT_VERSION, "config": self.config,
+                          "seed": self.seed, "generation": g, "salt": self._salt,
+                          "data_files": self._data_files, "files": files,
+                          "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+                starts = dict.fromkeys(range(self.n_shards), 0)
+            else:
+                self._data_files = journal["data_files"]
+                files.update(journal["files"])
+                done = jr.completed()
+                starts = {s: jr.verified(names, done) for s, names in enumerate(self._ckpt)}
+                for s, names in enumerate(self._ckpt):
+                    files.update({n: done[n] for n in names[:starts[s]]})
+                logger.info("resuming the interrupted fit of %s: %d of %d slice checkpoints "
+                            "are complete", self.workdir, sum(starts.values()),
+                            self.n_shards * self.n_slices)
+            self._resumed = {"generation": g, "reused": sum(starts.values()),
+                             "trained": self.n_shards * self.n_slices - sum(starts.values())}
+            todo = {s: r for s, r in starts.items() if r < self.n_slices}
+            prev = {s: (self._ckpt[s][r - 1], files[self._ckpt[s][r - 1]])
+                    for s, r in todo.items() if r > 0}
+            with self._bar(self.n_shards * self.n_slices, "SISA fit") as bar:
+                bar.update(sum(starts.values()))
+                trained = self._train_shards(
+                    todo, data, shard, slice_, files, generation=g, bar=bar, resume_from=prev,
+                    journal=str(jr.dir)) if todo else {}
+            for s in range(self.n_shards):
+                if s in trained:
+                    model = trained[s][0]
+                else:  # every stage was complete before the interruption
+                    last = self._ckpt[s][-1]
+                    model = self._model.clone()
+                    model.load_state_dict(store.load_tensors(last, files[last]))
+                self._models.append(model)
+            self._refresh_index()
+            agg_file = self._fit_aggregator(files, generation=g)
+            fit_seconds = time.perf_counter() - t0
+            self._timings = {"fit_seconds": fit_seconds,
+                             "fit_cpu_seconds": time.process_time() - c0}
+            self._sweep = True  # after the swap: delete the replaced run's files and leftovers
+            self._commit(files, agg_file)
+            committed = True
+            self._fitted = True
+            jr.remove()
+        except BaseException:
+            if not committed:
+                self.__dict__.clear()
+                self.__dict__.update(before)
+                if journal is None:  # an error, not a crash: nothing of this fit is resumable
+                    jr.remove()  # (its generation is new: no file of the old run is named so)
+                    store.remove_files({*files, *(c for cs in self._ckpt_of(g) for c in cs)})
+            raise
         logger.info("fitted %d shards x %d slices in %.2fs", self.n_shards, self.n_slices,
                     fit_seconds)
-        return self
+
+    def _ckpt_of(self, generation: int) -> list[list[str]]:
+        return [[checkpoint_name(s, r, generation) for r in range(self.n_slices)]
+                for s in range(self.n_shards)]
+
+    def _next_generation(self) -> int:
+        """A generation no run file in the workdir uses yet (0 in a new workdir)."""
+        tag = re.compile(r"\.g(\d+)\.")
+        found = [int(m.group(1)) for sub in ("checkpoints", "state")
+                 if (self.workdir / sub).is_dir()
+                 for p in (self.workdir / sub).rglob("*") if (m := tag.search(p.name))]
+        if self._store.has_manifest():
+            with contextlib.suppress(CheckpointError, KeyError, TypeError, ValueError):
+                found.append(int(self._store.read_manifest()["generation"]))
+        return max(found) + 1 if found else 0
 
     def _check_workdir(self) -> None:
         """Refuse a workdir that holds another run (unless ``overwrite``) or foreign files."""
         root = self.workdir
+        interrupted = FitJournal(root).exists()
+        if interrupted and not (self.overwrite or self._tmp):
+            raise CheckpointError(
+                f"{root} holds an interrupted fit; finish it with SISA.load({str(root)!r}) or "
+                f"`sisakit resume {root}`, or pass overwrite=True to start the fit over"
+            )
         if self._store.has_manifest():
             pending = DeletionLedger(root).pending()
             if pending:  # their raw ids would be lost or applied to the new run's data
@@ -345,21 +451,12 @@ class SISA:
                     f"{root} already holds {what}; reopen it with SISA.load({str(root)!r}), choose "
                     "another workdir, or pass overwrite=True to replace it"
                 )
-        elif root.exists() and (not root.is_dir() or any(root.iterdir())):
+        elif not interrupted and root.exists() and (not root.is_dir() or any(
+                not _own_leftover(p) for p in root.iterdir())):
             raise CheckpointError(
                 f"workdir {root} exists and is not an empty directory or a sisakit run; choose an "
                 "empty or new directory"
             )
-
-    def _clear_workdir(self) -> None:
-        root = self.workdir
-        if self._store.has_manifest():
-            (root / "manifest.json").unlink()
-            shutil.rmtree(root / "checkpoints", ignore_errors=True)
-            shutil.rmtree(root / "state", ignore_errors=True)
-        root.mkdir(parents=True, exist_ok=True)
-        self.__dict__.pop("_files", None)  # a new run: nothing of the old one is listed
-        self._sweep = True
 
     def _validate_assignment(self, data: Interactions, shard: np.ndarray, slice_: np.ndarray,
                              *, allow_empty: bool = False) -> None:
@@ -392,12 +489,16 @@ class SISA:
         *,
         generation: int,
         bar: tqdm | None = None,
+        resume_from: dict[int, tuple[str, str]] | None = None,
+        journal: str | None = None,
     ) -> dict[int, tuple[ShardModel, list[str]]]:
         """Train every shard ``s`` in ``starts`` from stage ``starts[s]`` on the executor.
 
         A shard starting at stage ``r > 0`` resumes from its current checkpoint of stage
-        ``r - 1``; each job saves a checkpoint after each stage (see
-        ``sisakit._training.train_shard``). The checkpoint digests are added to ``files``.
+        ``r - 1`` (or the ``(name, sha256)`` given in ``resume_from``); each job saves a
+        checkpoint after each stage (see ``sisakit._training.train_shard``), recording it in
+        the fit journal folder ``journal`` if given. The checkpoint digests are added to
+        ``files``.
 
         Returns
         -------
@@ -410,7 +511,9 @@ class SISA:
         for s, start in sorted(starts.items()):
             rows = np.flatnonzero(member == s)
             resume = None
-            if start > 0:
+            if start > 0 and resume_from and s in resume_from:
+                resume = resume_from[s]
+            elif start > 0:
                 prev = self._ckpt[s][start - 1]
                 resume = (prev, self._files[prev])
             jobs.append(ShardJob(
@@ -418,9 +521,13 @@ class SISA:
                 rows_slice=slice_[rows], init_seed=derive_seed(self.seed, s),
                 stage_seeds=tuple(tuple(self._stage_seeds(s, r))
                                   for r in range(start, self.n_slices)),
-                resume=resume))
-        ctx = ShardContext(model=self._model.clone(), data=data, root=str(self.workdir),
-                           threads=self.threads_per_shard, device=str(self.device))
+                resume=resume, records=shard_records(data, rows)))
+        # Each job carries its own records; the shared context carries only the id space, so an
+        # out-of-process executor ships every record once, not the whole data once per job.
+        space = data.take(np.zeros(0, dtype=np.int64))
+        ctx = ShardContext(model=self._model.clone(), data=space, root=str(self.workdir),
+                           threads=self.threads_per_shard, device=str(self.device),
+                           journal=journal)
 
         def done(i: int, result: ShardResult) -> None:
             if bar is not None:
@@ -663,10 +770,15 @@ class SISA:
         progress : bool or None
             Show progress bars (None: only on a terminal).
         resume : bool
-            Finish deletion requests that a crashed process received but did not apply (in the
-            order received) before returning. With ``False`` they are only listed in a warning
-            (see :meth:`pending_requests`); :meth:`resume`, the next :meth:`forget` or
-            ``sisakit resume`` finishes them.
+            Finish what a killed process left unfinished before returning: first a
+            :meth:`fit` interrupted mid-way (it continues from its last complete slice
+            checkpoints, see "Durable deletion requests" in the docs), then the deletion
+            requests it received but did not apply (in the order received). With ``False``
+            nothing is changed: pending requests are listed in a warning (see
+            :meth:`pending_requests`; :meth:`resume`, the next :meth:`forget` or ``sisakit
+            resume`` finishes them), and a run whose refit was interrupted loads as it was
+            before that refit (forgetting on it is refused until ``sisakit resume`` or
+            ``SISA.load`` finishes the refit).
         lock_timeout : float, optional
             Seconds to wait for the run lock held by another process (default
             :attr:`lock_timeout`).
@@ -674,14 +786,31 @@ class SISA:
         Raises
         ------
         CheckpointError
-            If the directory is missing, incomplete, tampered with, or from a newer format; or
-            if the run lock is not released within ``lock_timeout`` while resuming.
+            If the directory is missing, incomplete, tampered with, or from a newer format; if
+            the run lock is not released within ``lock_timeout`` while resuming; or, with
+            ``resume=False``, if the only run in it is an interrupted first fit.
         """
         resolve_device(device)  # the caller's mistake, before anything is blamed on the run
         store = RunStore(workdir)
-        manifest = store.read_manifest()
+        fitted = None
+        if FitJournal(store.root).exists():
+            if resume:
+                fitted = cls._finish_fit(store.root, device=device, progress=progress,
+                                         lock_timeout=lock_timeout)
+            elif not store.has_manifest():
+                raise CheckpointError(
+                    f"{store.root} holds a fit that was interrupted before it committed a run; "
+                    f"finish it with SISA.load({str(store.root)!r}) (resume=True) or `sisakit "
+                    f"resume {store.root}`"
+                )
+            elif _fit_committed(store, FitJournal(store.root).read()) is None:
+                logger.warning(
+                    "%s holds a refit (overwrite=True) that was interrupted; loading the run it "
+                    "would replace. Finish the refit with SISA.load(...) or `sisakit resume %s`",
+                    store.root, store.root)
         try:
-            self = cls._from_manifest(store, manifest, device=device, progress=progress)
+            self = fitted if fitted is not None else cls._from_manifest(
+                store, store.read_manifest(), device=device, progress=progress)
         except (CheckpointError, PluginError):
             raise  # PluginError: a component the run needs is not installed (it says so)
         except (SisakitError, KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
@@ -705,13 +834,77 @@ class SISA:
                 "%s has %d pending deletion request(s) (received, not applied): %s; finish them "
                 "with .resume() or `sisakit resume %s`", store.root, len(pending),
                 ", ".join(e["request"] for e in pending), store.root)
+        if resume and self._sweep:
+            self._try_sweep()
+        return self
+
+    def _try_sweep(self) -> None:
+        """Delete what a killed process left behind (staged files of a forget or repartition
+        that never committed, a torn manifest write), if the run lock is free right now."""
+        try:
+            with RunLock(self.workdir, 0):
+                if FitJournal(self.workdir).exists():
+                    return  # an unfinished refit's files: never swept
+                manifest = self._store.read_manifest()
+                if (manifest.get("generation"), manifest.get("forgotten", {}).get("salt")) != (
+                        self._generation, self._salt):
+                    return  # another process committed meanwhile; its next commit sweeps
+                self._store.remove_unlisted(self._files)
+                self._sweep = False
+        except (CheckpointError, OSError) as exc:  # busy or read-only: a later commit sweeps
+            logger.info("left %s's stale files for a later commit to remove (%s)", self.workdir,
+                        exc)
+
+    @classmethod
+    def _finish_fit(cls, root: Path, *, device: str = "auto", progress: bool | None = None,
+                    lock_timeout: float | None = None) -> SISA | None:
+        """Finish the fit a killed process left in ``root`` (under the run lock).
+
+        Returns the fitted model, or None when there was nothing to train: no interrupted fit,
+        or one whose manifest swap had happened (then only its journal and leftovers are
+        removed). The model's ``_resumed`` says how many slice checkpoints were reused.
+        """
+        root = Path(root)
+        jr = FitJournal(root)
+        if not jr.exists():
+            return None
+        timeout = cls._lock_timeout if lock_timeout is None else lock_timeout
+        with RunLock(root, timeout):
+            if not jr.exists():
+                return None  # another process finished it meanwhile
+            journal = jr.read()
+            store = RunStore(root)
+            manifest = _fit_committed(store, journal)
+            if manifest is not None:  # killed after the manifest swap: only the clean-up was left
+                store.remove_unlisted(manifest["files"])
+                jr.remove()
+                return None
+            try:
+                self = cls._from_config(journal["config"], root, device=device,
+                                        progress=progress)
+                if lock_timeout is not None:
+                    self.lock_timeout = lock_timeout
+                data, shard, slice_ = self._read_data(journal["data_files"], journal["files"])
+            except (CheckpointError, PluginError):
+                raise
+            except (SisakitError, KeyError, TypeError, ValueError, IndexError) as exc:
+                raise CheckpointError(
+                    f"the interrupted fit in {root} cannot be resumed ({exc.__class__.__name__}: "
+                    f"{exc}); fit the model again with overwrite=True"
+                ) from exc
+            self._lock_depth = 1
+            try:
+                self._run_fit(data, shard, slice_, journal=journal)
+            finally:
+                self._lock_depth = 0
+        logger.warning("finished the interrupted fit of %s: %d slice checkpoint(s) reused, %d "
+                       "trained", root, self._resumed["reused"], self._resumed["trained"])
         return self
 
     @classmethod
-    def _from_manifest(cls, store: RunStore, manifest: dict[str, Any], *, device: str,
-                       progress: bool | None) -> SISA:
-        cfg = manifest["config"]
-        files = manifest["files"]
+    def _from_config(cls, cfg: dict[str, Any], root: Path, *, device: str,
+                     progress: bool | None) -> SISA:
+        """An unfitted SISA of a stored config, on ``root``."""
         for kind in ("model", "sharder", "aggregator"):
             if not cfg[kind].get("registered", True):
                 raise CheckpointError(
@@ -725,11 +918,35 @@ class SISA:
             model=cfg["model"]["name"], sharder=cfg["sharder"]["name"],
             aggregator=cfg["aggregator"]["name"], n_shards=cfg["n_shards"],
             n_slices=cfg["n_slices"], epochs=cfg["epochs"], seed=cfg["seed"],
-            workdir=store.root, model_params=mparams,
+            workdir=root, model_params=mparams,
             sharder_params=cfg["sharder"]["params"],
             aggregator_params=cfg["aggregator"]["params"], device=device,
             threads_per_shard=cfg["threads_per_shard"], progress=progress,
         )
+        return self
+
+    def _read_data(self, data_files: dict[str, Any], files: dict[str, str]
+                   ) -> tuple[Interactions, np.ndarray, np.ndarray]:
+        """The records (canonical order), shard and slice arrays stored in a run's data files."""
+        store = self._store
+        space = store.load_arrays(data_files["space"], files[data_files["space"]])
+        parts = [store.load_arrays(n, files[n]) for n in data_files["shards"]]
+        if len(parts) != self.n_shards:
+            raise CheckpointError(f"{store.root}: {len(parts)} shard data files for "
+                                  f"{self.n_shards} shards; the manifest is damaged")
+        records = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        shard = np.repeat(np.arange(self.n_shards), [len(p["slice"]) for p in parts])
+        order = np.argsort(records["record_id"], kind="stable")  # canonical record order
+        slice_ = records.pop("slice")[order]
+        data = Interactions.from_state({**space, **{k: v[order] for k, v in records.items()}})
+        return data, shard[order], slice_
+
+    @classmethod
+    def _from_manifest(cls, store: RunStore, manifest: dict[str, Any], *, device: str,
+                       progress: bool | None) -> SISA:
+        files = manifest["files"]
+        self = cls._from_config(manifest["config"], store.root, device=device,
+                                progress=progress)
         det = manifest.get("determinism", {})
         now = self._determinism()
         for key in ("device_type", "torch_version", "threads_per_shard", "optimizer"):
@@ -738,18 +955,7 @@ class SISA:
                     "run was saved with %s=%r but now %s=%r: later forgets are exact only under "
                     "equal values", key, det.get(key), key, now[key])
         self._data_files = manifest["data_files"]
-        space = store.load_arrays(self._data_files["space"], files[self._data_files["space"]])
-        parts = [store.load_arrays(n, files[n]) for n in self._data_files["shards"]]
-        if len(parts) != self.n_shards:
-            raise CheckpointError(f"{store.root}: {len(parts)} shard data files for "
-                                  f"{self.n_shards} shards; the manifest is damaged")
-        records = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-        shard = np.repeat(np.arange(self.n_shards), [len(p["slice"]) for p in parts])
-        order = np.argsort(records["record_id"], kind="stable")  # canonical record order
-        self._shard = shard[order]
-        self._slice = records.pop("slice")[order]
-        self._data = Interactions.from_state(
-            {**space, **{k: v[order] for k, v in records.items()}})
+        self._data, self._shard, self._slice = self._read_data(self._data_files, files)
         self._ckpt = manifest["checkpoints"]
         if len(self._ckpt) != self.n_shards or any(len(c) != self.n_slices for c in self._ckpt):
             raise CheckpointError(f"{store.root}: checkpoint list does not match the config")
@@ -828,8 +1034,8 @@ class SISA:
 
     @property
     def lock_timeout(self) -> float:
-        """Seconds a forget, resume or repartition waits for another process's run lock before
-        raising :class:`~sisakit.CheckpointError` (default 60)."""
+        """Seconds a fit, forget, resume or repartition waits for another process's run lock
+        before raising :class:`~sisakit.CheckpointError` (default 60)."""
         return self._lock_timeout
 
     @lock_timeout.setter
@@ -842,7 +1048,12 @@ class SISA:
 
     @property
     def _ledger(self) -> DeletionLedger:
-        return DeletionLedger(self.workdir)
+        # One ledger object per run object: it keeps what it parsed and reads only what was
+        # appended since (by any process), so a forget's cost does not grow with the ledger.
+        ledger = self.__dict__.get("_ledger_cache")
+        if ledger is None or ledger.root != self.workdir:
+            ledger = self.__dict__["_ledger_cache"] = DeletionLedger(self.workdir)
+        return ledger
 
     @contextlib.contextmanager
     def _locked(self) -> Any:
@@ -858,10 +1069,28 @@ class SISA:
         with RunLock(self.workdir, self.lock_timeout):
             self._lock_depth = 1
             try:
+                self._refuse_interrupted_fit()
                 self._sync_with_disk()
                 yield
             finally:
                 self._lock_depth = 0
+
+    def _refuse_interrupted_fit(self) -> None:
+        """Under the lock: refuse to change a run whose refit another process left unfinished
+        (its new files would collide with ours); clean up after one that had committed."""
+        jr = FitJournal(self.workdir)
+        if not jr.exists():
+            return
+        with contextlib.suppress(CheckpointError):
+            if _fit_committed(self._store, jr.read()) is not None:
+                jr.remove()  # it committed; its leftovers are swept by the next commit
+                self._sweep = True
+                return
+        raise CheckpointError(
+            f"{self.workdir} holds a refit that was interrupted (a process was killed during "
+            f"fit); finish it with SISA.load({str(self.workdir)!r}) or `sisakit resume "
+            f"{self.workdir}` before changing the run"
+        )
 
     def _sync_with_disk(self) -> None:
         """Reload the run's state if the manifest on disk is not the one this object holds."""
@@ -912,10 +1141,13 @@ class SISA:
         with self._locked():
             self._finish_pending()
             ledger = self._ledger
-            if ledger.states().get(rid) == "applied":
+            if ledger.state(rid) == "applied":
                 logger.info("deletion request %s was applied before; nothing to do", rid)
                 counts = {k: len(getattr(request, k)) for k in ("users", "items", "interactions")}
                 return ForgetReport(already_forgotten={k: v for k, v in counts.items() if v})
+            # Resolve the ids before anything is written: a request refused for unknown ids
+            # leaves the run directory unchanged (the resolution is reused by the forget).
+            self._resolved = (request, self._data, self._resolve_forget(request))
             ledger.receive(rid, request, self._request_hashes(request))
             return self._apply_logged(request, rid, resuming=False)
 
@@ -978,7 +1210,9 @@ class SISA:
         :meth:`load` does this by default; ``sisakit resume RUN`` is the command-line form.
         Requests are applied in the order received, under the run lock. A request whose
         manifest swap had happened before the interruption is only marked applied (never
-        applied twice).
+        applied twice). An interrupted :meth:`fit` is finished by :meth:`load` or ``sisakit
+        resume`` (which do it before the requests); on a run loaded with ``resume=False``
+        whose refit was interrupted, this method raises :class:`~sisakit.CheckpointError`.
 
         Returns
         -------
@@ -1035,7 +1269,7 @@ class SISA:
             self._data.resolve(items=list(request.items))
         with self._locked():
             ledger = self._ledger
-            if ledger.states().get(rid) in ("received", "applied"):
+            if ledger.state(rid) in ("received", "applied"):
                 logger.info("deletion request %s was received before; not received twice", rid)
                 return rid
             ledger.receive(rid, request, self._request_hashes(request))
@@ -1127,38 +1361,11 @@ class SISA:
             raise ValidationError("empty forget request; pass users=, interactions= or items=")
         t0, c0 = time.perf_counter(), time.process_time()
         data = self._data
-        forgotten = {k: set(v) for k, v in self._forgotten.items()}
-        noop = {"users": 0, "items": 0, "interactions": 0}
-        # Users forgotten before are no longer in the id space (only their salted hash is).
-        users_live = [u for u in request.users
-                      if self._digest("users", u) not in forgotten["users"]]
-        noop["users"] = len(request.users) - len(users_live)
-        pairs_live = [p for p in request.interactions
-                      if self._digest("users", p[0]) not in forgotten["users"]]
-        noop["interactions"] = len(request.interactions) - len(pairs_live)
-        req = data.resolve(users=users_live, interactions=pairs_live, items=request.items)
-        new_hashes: dict[str, list[str]] = {"users": [], "items": [], "interactions": []}
-        new_hashes["users"] = [self._digest("users", u) for u in users_live]
-        for raw, idx in zip(request.items, req.items, strict=True):
-            if not data.item_active[idx]:
-                noop["items"] += 1
-            else:
-                new_hashes["items"].append(self._digest("items", raw))
-        never_seen = []
-        for k, pair in enumerate(pairs_live):
-            h = self._digest("interactions", pair)
-            if req.pair_found[k]:
-                new_hashes["interactions"].append(h)
-            elif h in forgotten["interactions"] or not data.item_active[req.pair_items[k]]:
-                noop["interactions"] += 1
-            else:
-                never_seen.append(pair)
-        if never_seen:
-            raise UnknownIdError(
-                "interaction", never_seen,
-                "these (user, item) pairs are not in the training data and were never forgotten; "
-                "nothing was deleted — remove them from the request",
-            )
+        cached, self._resolved = getattr(self, "_resolved", None), None
+        if cached is not None and cached[0] is request and cached[1] is data:
+            req, noop, new_hashes = cached[2]  # resolved by _forget_durably just before
+        else:
+            req, noop, new_hashes = self._resolve_forget(request)
         newly_inactive = np.unique(req.items[data.item_active[req.items]])
         remove = req.remove
         report = ForgetReport(records_removed=int(remove.sum()),
@@ -1231,6 +1438,51 @@ class SISA:
         logger.info("forgot %d records: retrained shards %s in %.2fs", report.records_removed,
                     report.shards_retrained, report.seconds)
         return report
+
+    def _resolve_forget(self, request: ForgetRequest) -> tuple[Any, dict[str, int],
+                                                               dict[str, list[str]]]:
+        """Resolve a request's raw ids (no side effect): ``(resolved, no-op counts, salted
+        hashes of what is newly forgotten)``.
+
+        Raises
+        ------
+        UnknownIdError
+            If an id is unknown, or a (user, item) pair was never in the training data.
+        """
+        data = self._data
+        forgotten = {k: set(v) for k, v in self._forgotten.items()}
+        noop = {"users": 0, "items": 0, "interactions": 0}
+        # Users forgotten before are no longer in the id space (only their salted hash is).
+        users_live = [u for u in request.users
+                      if self._digest("users", u) not in forgotten["users"]]
+        noop["users"] = len(request.users) - len(users_live)
+        pairs_live = [p for p in request.interactions
+                      if self._digest("users", p[0]) not in forgotten["users"]]
+        noop["interactions"] = len(request.interactions) - len(pairs_live)
+        req = data.resolve(users=users_live, interactions=pairs_live, items=request.items)
+        new_hashes: dict[str, list[str]] = {"users": [], "items": [], "interactions": []}
+        new_hashes["users"] = [self._digest("users", u) for u in users_live]
+        for raw, idx in zip(request.items, req.items, strict=True):
+            if not data.item_active[idx]:
+                noop["items"] += 1
+            else:
+                new_hashes["items"].append(self._digest("items", raw))
+        never_seen = []
+        for k, pair in enumerate(pairs_live):
+            h = self._digest("interactions", pair)
+            if req.pair_found[k]:
+                new_hashes["interactions"].append(h)
+            elif h in forgotten["interactions"] or not data.item_active[req.pair_items[k]]:
+                noop["interactions"] += 1
+            else:
+                never_seen.append(pair)
+        if never_seen:
+            raise UnknownIdError(
+                "interaction", never_seen,
+                "these (user, item) pairs are not in the training data and were never forgotten; "
+                "nothing was deleted — remove them from the request",
+            )
+        return req, noop, new_hashes
 
     def _tombstone_users(self, data: Interactions, idx: np.ndarray, hashes: list[str]
                          ) -> Interactions:
@@ -1537,6 +1789,35 @@ class SISA:
                 f"aggregator={c['aggregator']['name']!r}, n_shards={self.n_shards}, "
                 f"n_slices={self.n_slices}, epochs={self.epochs}, seed={self.seed}, "
                 f"workdir={str(self.workdir)!r})")
+
+
+def _fit_committed(store: RunStore, journal: dict[str, Any]) -> dict[str, Any] | None:
+    """The manifest, if it is the one the journal's fit committed (None otherwise)."""
+    if not store.has_manifest():
+        return None
+    try:
+        manifest = store.read_manifest()
+    except CheckpointError:
+        return None
+    ours = (journal.get("generation"), journal.get("salt"))
+    return manifest if (manifest.get("generation"),
+                        manifest.get("forgotten", {}).get("salt")) == ours else None
+
+
+_LEFTOVER_STATE = re.compile(r"(space|records-shard-\d{4})\.g\d+\.npz|\..+\.tmp")
+
+
+def _own_leftover(path: Path) -> bool:
+    """Whether ``path`` (in a workdir holding no run) is what a fit killed before writing its
+    journal leaves behind: the run lock, data files and the journal folder's temporary file."""
+    if path.name == "run.lock":
+        return path.is_file()
+    if path.name == FIT_DIR and path.is_dir():
+        return all(c.name.startswith(".journal.json.") and c.name.endswith(".tmp")
+                   for c in path.iterdir())
+    if path.name == "state" and path.is_dir():
+        return all(_LEFTOVER_STATE.fullmatch(c.name) for c in path.iterdir())
+    return False
 
 
 def _component_config(kind: str, obj: Any) -> dict[str, Any]:

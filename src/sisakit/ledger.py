@@ -16,7 +16,7 @@ it could still lose. In the run directory:
     only while their request is pending. A pending file without a ``received`` line (a crash
     between the two writes: the request was never received, nor acknowledged) is deleted.
 ``run.lock``
-    An exclusive ``flock`` serialising every process that changes the run (forget, resume,
+    An exclusive ``flock`` serialising every process that changes the run (fit, forget, resume,
     repartition). The operating system drops the lock when its process dies, so a crashed
     process never leaves the run locked.
 """
@@ -54,6 +54,7 @@ LOCK = "run.lock"
 RECEIVED, APPLIED, FAILED = "received", "applied", "failed"
 KINDS = ("users", "items", "interactions")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
+_GUARD = 64  # bytes before the parsed offset that must be unchanged for an incremental read
 
 
 def new_request_id() -> str:
@@ -75,6 +76,14 @@ def check_request_id(value: Any) -> str:
     return value
 
 
+def _is_entry(raw: bytes) -> bool:
+    try:
+        entry = json.loads(raw.decode("utf-8", errors="replace"))
+    except json.JSONDecodeError:
+        return False
+    return isinstance(entry, dict)
+
+
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
@@ -92,43 +101,102 @@ class DeletionLedger:
         self.root = Path(root)
         self.path = self.root / LEDGER
         self.pending_dir = self.root / PENDING
+        self._reset()
 
     # -- reading ------------------------------------------------------------------------------
-    def entries(self) -> list[dict[str, Any]]:
-        """Every well-formed ledger line, in order (a torn last line of a crash is skipped)."""
+    def _reset(self) -> None:
+        self._entries: list[dict[str, Any]] = []
+        self._states: dict[str, str] = {}
+        self._pending: dict[str, dict[str, Any]] = {}  # insertion order = order received
+        self._offset = 0  # bytes of the file parsed so far
+        self._guard = b""  # the last bytes before the offset, to detect a rewritten file
+        self._ident: tuple[int, int] | None = None
+        self._lines = 0
+        self._torn: tuple[int, int] | None = None
+
+    def _refresh(self) -> None:
+        """Parse what was appended since the last read (by this or any other process).
+
+        The parsed state is kept, so reading the ledger costs what was appended since, not its
+        length. A ledger that was replaced, truncated or rewritten (its identity or the bytes
+        before the parsed offset changed) is parsed again from the start.
+        """
         try:
-            text = self.path.read_bytes().decode("utf-8", errors="replace")
+            with open(self.path, "rb") as fh:
+                st = os.fstat(fh.fileno())
+                ident = (st.st_dev, st.st_ino)
+                if self._offset and (ident != self._ident or st.st_size < self._offset
+                                     or self._read_guard(fh) != self._guard):
+                    self._reset()
+                self._ident = ident
+                fh.seek(self._offset)
+                tail = fh.read()
         except FileNotFoundError:
-            return []
+            self._reset()
+            return
         except OSError as exc:
             raise CheckpointError(
                 f"cannot read the deletion ledger {self.path} ({exc.strerror or exc}); restore it "
                 "from a backup (it must be a readable file) before changing this run"
             ) from exc
-        out = []
-        for n, line in enumerate(text.splitlines(), 1):
+        end = tail.rfind(b"\n") + 1
+        if end < len(tail) and _is_entry(tail[end:]):
+            end = len(tail)  # complete but for its newline (the next append starts a new line)
+        elif end < len(tail) and self._torn != (self._offset + end, len(tail) - end):
+            # An unterminated last line: a write torn by a crash (the next append starts a fresh
+            # line after it). It is parsed, and skipped, once it is terminated.
+            self._torn = (self._offset + end, len(tail) - end)
+            logger.warning("%s line %d is not valid JSON (a write torn by a crash); skipped",
+                           self.path, self._lines + tail[:end].count(b"\n") + 1)
+        if not end:
+            return
+        for raw in tail[:end].splitlines():
+            self._lines += 1
+            line = raw.decode("utf-8", errors="replace")
             if not line.strip():
                 continue
             try:
                 entry = json.loads(line)
             except json.JSONDecodeError:
                 logger.warning("%s line %d is not valid JSON (a write torn by a crash); skipped",
-                               self.path, n)
+                               self.path, self._lines)
                 continue
             if isinstance(entry, dict) and isinstance(entry.get("request"), str):
-                out.append(entry)
-        return out
+                self._add(entry)
+        self._offset += end
+        self._guard = (self._guard + tail[max(0, end - _GUARD):end])[-_GUARD:]
+
+    def _read_guard(self, fh: Any) -> bytes:
+        fh.seek(max(0, self._offset - _GUARD))
+        return fh.read(min(_GUARD, self._offset))
+
+    def _add(self, entry: dict[str, Any]) -> None:
+        rid = entry["request"]
+        self._entries.append(entry)
+        self._states[rid] = entry.get("state", "")
+        self._pending.pop(rid, None)
+        if entry.get("state") == RECEIVED:
+            self._pending[rid] = entry
+
+    def entries(self) -> list[dict[str, Any]]:
+        """Every well-formed ledger line, in order (a torn last line of a crash is skipped)."""
+        self._refresh()
+        return list(self._entries)
 
     def states(self) -> dict[str, str]:
         """The latest state of every request id."""
-        return {e["request"]: e.get("state", "") for e in self.entries()}
+        self._refresh()
+        return dict(self._states)
+
+    def state(self, request_id: str) -> str | None:
+        """The latest state of one request id (None if the ledger does not list it)."""
+        self._refresh()
+        return self._states.get(request_id)
 
     def pending(self) -> list[dict[str, Any]]:
         """``received`` lines of requests neither applied nor failed, oldest first."""
-        entries = self.entries()
-        last = {e["request"]: e for e in entries}
-        return [e for e in entries
-                if e.get("state") == RECEIVED and last[e["request"]] is e]
+        self._refresh()
+        return list(self._pending.values())
 
     def has_pending_files(self) -> bool:
         """Whether any file (pending raw ids, or a write torn by a crash) is in ``pending/``."""
@@ -288,9 +356,10 @@ class RunLock:
             if time.monotonic() >= deadline:
                 os.close(fd)
                 raise CheckpointError(
-                    f"{self.root} is locked by another process (a forget, resume or repartition "
-                    f"is running) and was not released within {self.timeout:g} s; retry later "
-                    "or raise lock_timeout (the lock is released when that process ends)"
+                    f"{self.root} is locked by another process (a fit, forget, resume or "
+                    f"repartition is running) and was not released within {self.timeout:g} s; "
+                    "retry later or raise lock_timeout (the lock is released when that process "
+                    "ends)"
                 )
             time.sleep(self._POLL)
         self._fd = fd

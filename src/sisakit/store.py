@@ -169,7 +169,8 @@ class RunStore:
 
     def _unlisted(self, keep: Iterable[str]) -> list[Path]:
         keep_set = set(keep) | {MANIFEST}
-        found = []
+        # A manifest swap torn by a crash leaves its temporary file next to the manifest.
+        found = [p for p in self.root.glob(f".{MANIFEST}.*.tmp") if p.is_file()]
         for sub in ("checkpoints", "state"):
             base = self.root / sub
             if base.is_dir():

@@ -600,6 +600,7 @@ class ShardModelContract:
         fresh.setup(data, seed=self.seed + 1)  # loading must also overwrite a set-up model
         fresh.load_state_dict(loaded)
         _assert_same_state(state, fresh.state_dict(), "load_state_dict() into a fresh clone")
+        fresh.bind_space(data)  # as the engine does after loading (models may read data)
         users = np.arange(data.n_users)
         assert torch.equal(model.scores(users), fresh.scores(users)), (
             "scores differ after load_state_dict()"

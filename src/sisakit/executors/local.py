@@ -37,9 +37,10 @@ class JoblibExecutor(Executor):
     Workers are reused across calls (joblib keeps the pool alive), so only the first
     :meth:`~sisakit.Executor.map` (or :meth:`start`) pays for starting processes and importing
     torch and sisakit.
-    The run's data is pickled to each job (joblib's memory mapping is turned off: training on
-    memory-mapped arrays was slower than the copy). Workers write their checkpoints into the
-    run directory themselves.
+    Each job is pickled to its worker with only its own shard's records; the shared context
+    (model template and id space, without records) goes with every job but is small. joblib's
+    memory mapping is turned off: training on memory-mapped arrays was slower than the copy.
+    Workers write their checkpoints into the run directory themselves.
     """
 
     def __init__(self, n_jobs: int = -1) -> None:

@@ -5,5 +5,7 @@ from .bpr import BPRMF
 from .ials import IALS
 from .ncf import NCF
 from .popularity import Popularity
+from .sasrec import SASRec, SASRecNet, user_sequences
 
-__all__ = ["BPRMF", "IALS", "NCF", "Popularity", "ShardModel"]
+__all__ = ["BPRMF", "IALS", "NCF", "Popularity", "SASRec", "SASRecNet", "ShardModel",
+           "user_sequences"]

@@ -36,7 +36,12 @@ class ShardModel(Component, ABC):
 
     @abstractmethod
     def setup(self, space: Any, *, seed: int) -> None:
-        """Allocate and initialise parameters for the id space of ``space``."""
+        """Allocate and initialise parameters for the id space of ``space``.
+
+        Read only the id space (``n_users``, ``n_items``, ``item_active``, attributes, user
+        features): the SISA engine passes its data without records here, and the records to
+        train on to :meth:`partial_fit`.
+        """
 
     @abstractmethod
     def partial_fit(self, data: Any, *, epoch_seeds: Sequence[int]) -> None:
