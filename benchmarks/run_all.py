@@ -435,7 +435,8 @@ def render_dual_memory(d: dict) -> str:
                      else f"{r['seconds_vs_retrain']:.1%}",
                      _f(t.get("forget_hr10_abs_diff_vs_gold"), 3)])
     return _table(["data", "forget", "model", "seeds", "retain HR@10", "forget HR@10",
-                   "collateral HR@10", "MIA AUC", "s", "vs retrain", "|forget − gold|"], rows)
+                   "collateral HR@10", "MIA AUC", "CPU s", "vs retrain",
+                   "forget Δ vs gold"], rows)
 
 
 def _sharding(study: str, what: str, *runs: tuple[str, ...], grid: bool = False) -> Benchmark:
