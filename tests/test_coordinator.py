@@ -116,14 +116,28 @@ def test_bad_input(data, tmp_path):
     assert coord.pending == [] and not sisa.pending_requests()
 
 
+@pytest.fixture(scope="module")
+def clock_runs(data, tmp_path_factory):
+    """batch and deadline without an early-retrain budget: every start is clock-driven."""
+    out = {}
+    for policy in ("batch", "deadline"):
+        sisa = _fit(data, tmp_path_factory.mktemp(f"clock-{policy}") / "run")
+        coord = Coordinator(sisa, policy, max_delay=30.0, batch_size=3)
+        coord.simulate(_stream(data))
+        out[policy] = coord
+    return out
+
+
 @pytest.mark.parametrize("policy", ["batch", "deadline"])
-def test_slack_reserve_bounds_every_start(policy, runs):
+def test_slack_reserve_bounds_every_start(policy, clock_runs):
     # every forget started by the clock starts within (1 - slack) of max_delay of its oldest
     # request, whatever the estimate: the reserve absorbs retrains slower than estimated
-    coord = runs[policy][1]
-    for d in coord.decisions:
-        if d["action"] == "apply" and d["reason"] in ("max_delay", "deadline"):
-            assert d["time"] - min(d["arrivals"]) <= (1 - coord.slack) * coord.max_delay + 1e-9
+    coord = clock_runs[policy]
+    timed = [d for d in coord.decisions
+             if d["action"] == "apply" and d["reason"] in ("max_delay", "deadline")]
+    assert timed
+    for d in timed:
+        assert d["time"] - min(d["arrivals"]) <= (1 - coord.slack) * coord.max_delay + 1e-9
 
 
 @pytest.mark.parametrize("slack", [1.0, -0.1, "0.1", True])
@@ -131,3 +145,17 @@ def test_bad_slack_is_refused(slack, data, tmp_path):
     sisa = _fit(data, tmp_path / "run")
     with pytest.raises(sisakit.errors.ValidationError, match="slack"):
         Coordinator(sisa, "deadline", slack=slack)
+
+
+def test_deadline_plans_merged_forgets_to_end_in_time(data, tmp_path):
+    # A merged forget is planned, by its own padded estimate, to end before the deadline of the
+    # oldest request it carries, not only the deadline of the request that fell due first. A
+    # fixed estimate of 1 s + 0.5 s per request makes merges long enough to tell.
+    sisa = _fit(data, tmp_path / "run")
+    coord = Coordinator(sisa, "deadline", max_delay=30.0)
+    coord.estimate_seconds = lambda rids: 1.0 + 0.5 * len(list(rids))
+    coord.simulate(_stream(data))
+    planned = [d for d in coord.decisions if d["action"] == "apply" and d["reason"] == "deadline"]
+    assert any(len(d["requests"]) > 1 for d in planned)
+    for d in planned:
+        assert d["time"] + d["estimated_seconds"] <= min(d["arrivals"]) + coord.max_delay + 1e-9

@@ -14,7 +14,8 @@ pending file) and applied later, alone or merged with others (:meth:`SISA.apply_
 ``deadline``
     Requests wait as long as they can: every request whose deadline (arrival + ``max_delay``,
     minus its estimated retrain seconds) is reached is applied in one merged forget, together
-    with the requests that would fall due while it runs. With ``budget_seconds``, idle time is
+    with the requests that would fall due while it runs as long as the merged forget still ends
+    before the oldest request's deadline. With ``budget_seconds``, idle time is
     spent earlier on the pending request of highest priority (estimated influence per estimated
     retrain second), at most ``budget_seconds`` of early retraining per ``max_delay`` window.
 
@@ -365,9 +366,16 @@ class Coordinator:
         t = min(dl.values())
         start = max(t, now)
         rids = [rid for rid, d in dl.items() if d <= start]
-        for _ in range(3):  # requests falling due during the retrain ride along
-            horizon = start + self._est(rids)
-            rids = [rid for rid, d in dl.items() if d <= horizon]
+        oldest = min(self._pending[rid].at for rid in rids)
+        # Requests falling due while the retrain runs ride along, in deadline order, as long as
+        # the longer merged forget still ends (by its padded estimate) before the deadline of
+        # the oldest request it carries.
+        for rid in sorted((r for r in dl if r not in set(rids)), key=dl.__getitem__):
+            if dl[rid] > start + self._est(rids):
+                break
+            if start + self._est([*rids, rid]) > oldest + self.max_delay:
+                break
+            rids.append(rid)
         if self.budget_seconds > 0 and t > now:
             spent = sum(sec for st, sec in self._early if st + self.max_delay > now)
             best = max(reqs, key=lambda r: (r.influence / max(self._est([r.rid]), 1e-9), -r.at))
