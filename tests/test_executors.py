@@ -7,6 +7,10 @@ for this module; its tests are skipped when Ray is not installed).
 from __future__ import annotations
 
 import operator
+import os
+import platform
+import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -322,3 +326,14 @@ def _recording(inner: Executor, seen: list) -> Any:
         seen.append((list(jobs), shared, results))
         return results
     return map_
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc allocator only")
+def test_allocator_tuning_applies_once_and_can_be_turned_off():
+    code = ("import sisakit._device as d; a = d.tune_allocator(); b = d.tune_allocator(); "
+            "print(a, b)")
+    on = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    off = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "SISAKIT_TUNE_MALLOC": "0"})
+    assert on.stdout.split() == ["True", "True"]
+    assert off.stdout.split() == ["False", "False"]

