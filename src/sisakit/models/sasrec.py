@@ -40,6 +40,26 @@ logger = logging.getLogger(__name__)
 PAD = 0  # sequence value of an empty position; item index i is stored as i + 1
 
 
+def time_order(data: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Record positions ordered by user, then ``timestamp`` (if present), then ``record_id``
+    (the order of every sequence sasrec reads), and where each user's block starts in it.
+
+    Returns
+    -------
+    order : ndarray of int64
+        Positions into ``data``'s records.
+    starts : ndarray of int64
+        ``(data.n_users,)``: index in ``order`` of each user's first record.
+    """
+    user = np.asarray(data.user_idx)
+    keys = [np.asarray(data.record_id)]
+    if data.timestamp is not None:
+        keys.append(np.asarray(data.timestamp))
+    keys.append(user)
+    counts = np.bincount(user, minlength=int(data.n_users))
+    return np.lexsort(keys), np.cumsum(counts) - counts
+
+
 def user_sequences(data: Any, max_len: int) -> torch.Tensor:
     """The last ``max_len`` items of every user, oldest first, right-aligned and left-padded.
 
@@ -60,15 +80,9 @@ def user_sequences(data: Any, max_len: int) -> torch.Tensor:
     out = torch.zeros(n_users, length, dtype=torch.int64)
     if len(data) == 0:
         return out
-    user = np.asarray(data.user_idx)
-    keys = [np.asarray(data.record_id)]
-    if data.timestamp is not None:
-        keys.append(np.asarray(data.timestamp))
-    keys.append(user)
-    order = np.lexsort(keys)  # by user, then time, then record id
-    user = user[order]
-    counts = np.bincount(user, minlength=n_users)
-    ends = np.cumsum(counts)
+    order, starts = time_order(data)
+    user = np.asarray(data.user_idx)[order]
+    ends = np.r_[starts[1:], len(user)]
     from_end = ends[user] - 1 - np.arange(len(user))  # 0 for each user's latest record
     keep = from_end < length
     rows = torch.from_numpy(user[keep])
@@ -259,11 +273,12 @@ class SASRec(ShardModel):
 
     def partial_fit(self, data: Any, *, epoch_seeds: Sequence[int]) -> None:
         net = self._require()
-        self._history = user_sequences(data, int(self.max_len))
+        # the last max_len + 1 items: inputs are all but the last, targets all but the first;
+        # the last max_len of them are each user's history
+        seqs = user_sequences(data, int(self.max_len) + 1)
+        self._history = seqs[:, 1:].clone()
         if len(data) == 0 or not epoch_seeds:
             return
-        # the last max_len + 1 items: inputs are all but the last, targets all but the first
-        seqs = user_sequences(data, int(self.max_len) + 1)
         seqs = seqs[(seqs != PAD).sum(1) >= 2]
         if len(seqs) == 0:
             return
@@ -377,7 +392,7 @@ class SASRec(ShardModel):
 
     def user_embeddings(self) -> torch.Tensor:
         """Each user's history representation ``(n_users, factors)`` (a new tensor)."""
-        return self.encode(self.histories(np.arange(self.n_users))).clone()
+        return self.encode(self.histories(np.arange(self.n_users)))
 
     def item_embeddings(self) -> torch.Tensor:
         """Output item vectors ``(n_items, factors)`` (a new tensor)."""

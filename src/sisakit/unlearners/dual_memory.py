@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 from ..data import Interactions
 from ..errors import CheckpointError, ValidationError
 from ..hookspecs import hookimpl
+from ..models.sasrec import PAD, time_order, user_sequences
 from ..store import RunStore
 from .base import ForgetRequest, Unlearner, UnlearnResult
 
@@ -52,7 +53,6 @@ __all__ = [
     "retain_kl",
 ]
 
-PAD = 0
 STATE_FILE = "dual_memory.pt"
 FORMAT = 1
 
@@ -169,19 +169,6 @@ class Router(nn.Module):
 
 
 # ---------------------------------------------------------------------------------- data
-def _sorted_positions(data: Interactions) -> tuple[np.ndarray, np.ndarray]:
-    """Records ordered by user, then time, then record id (the order of ``user_sequences``);
-    returns ``(order, start of each user's block in that order)``."""
-    user = np.asarray(data.user_idx)
-    keys = [np.asarray(data.record_id)]
-    if data.timestamp is not None:
-        keys.append(np.asarray(data.timestamp))
-    keys.append(user)
-    order = np.lexsort(keys)
-    counts = np.bincount(user, minlength=data.n_users)
-    return order, np.cumsum(counts) - counts
-
-
 def forget_windows(data: Interactions, remove: np.ndarray, max_len: int
                    ) -> tuple[torch.Tensor, torch.Tensor]:
     """The training windows in which the model saw the records marked in ``remove``.
@@ -209,7 +196,7 @@ def forget_windows(data: Interactions, remove: np.ndarray, max_len: int
         ``(n, max_len)`` bool: which targets (``windows[:, 1:]``) are removed records.
     """
     length = int(max_len) + 1
-    order, starts = _sorted_positions(data)
+    order, starts = time_order(data)
     sorted_items = np.asarray(data.item_idx)[order] + 1
     sorted_remove = np.asarray(remove, bool)[order]
     sorted_user = np.asarray(data.user_idx)[order]
@@ -313,8 +300,6 @@ class DualMemoryModel:
     # ------------------------------------------------------------------ histories
     def bind_space(self, space: Interactions) -> None:
         """Read users' histories from ``space`` from now on (e.g. the remaining data)."""
-        from ..models.sasrec import user_sequences
-
         if not isinstance(space, Interactions):
             raise ValidationError("bind_space() needs sisakit.Interactions")
         if space.n_items != self.n_items:
@@ -691,8 +676,6 @@ class DualMemory(Unlearner):
         model._require()
 
     def _resolve(self, model: Any, request: Any, data: Any) -> tuple[Interactions, np.ndarray]:
-        from ..models.sasrec import user_sequences
-
         if data is None:
             data = getattr(model, "data", None)
         if not isinstance(data, Interactions):
@@ -757,8 +740,6 @@ class DualMemory(Unlearner):
         UnknownIdError
             Unknown users or items.
         """
-        from ..models.sasrec import user_sequences
-
         t0, c0 = time.perf_counter(), time.process_time()
         cfg = self.settings()
         self._validate(cfg)
@@ -776,6 +757,7 @@ class DualMemory(Unlearner):
         is_forget = np.zeros(data.n_users, bool)
         is_forget[forget_users] = True
         retain_seqs = user_sequences(remaining, max_len + 1)
+        serve = retain_seqs[:, 1:].contiguous()  # every user's history, as served
         has_two = (retain_seqs != PAD).sum(1) >= 2
         retain_users = np.flatnonzero(has_two.numpy() & ~is_forget)
         retain_seqs = retain_seqs[torch.from_numpy(retain_users)]
@@ -823,14 +805,14 @@ class DualMemory(Unlearner):
         train_seconds = time.perf_counter() - t0
         # ---- router
         tr = time.perf_counter()
-        router, router_report = self._train_router(model, data, remaining, windows, is_forget,
+        router, router_report = self._train_router(model, serve, windows, is_forget,
                                                    retain_users, rng)
         router_seconds = time.perf_counter() - tr
         config = {"rank": int(self.rank), "alpha": float(self.alpha), "targets": names,
                   "router_hidden": int(self.router_hidden), "threshold": float(self.threshold),
                   "preset": self.preset, "main_sha256": main_sum}
         result = DualMemoryModel(model, side, router, config,
-                                 history=user_sequences(remaining, max_len),
+                                 history=serve,
                                  item_ids=data.item_ids, user_ids=data.user_ids)
         if _main_checksum(model) != main_sum:  # pragma: no cover - a bug guard
             raise RuntimeError("dual-memory modified the main model; please report this bug")
@@ -883,14 +865,11 @@ class DualMemory(Unlearner):
                     stop_at_top_k=bool(cfg["stop_at_top_k"])))
         return out
 
-    def _train_router(self, model: Any, data: Interactions, remaining: Interactions,
-                      windows: torch.Tensor, is_forget: np.ndarray, retain_users: np.ndarray,
-                      rng: np.random.Generator) -> tuple[Router, dict[str, Any]]:
-        """Router on forget contexts (label 1) vs retain users' histories (label 0)."""
-        from ..models.sasrec import user_sequences
-
-        max_len = int(model.max_len)
-        serve = user_sequences(remaining, max_len)
+    def _train_router(self, model: Any, serve: torch.Tensor, windows: torch.Tensor,
+                      is_forget: np.ndarray, retain_users: np.ndarray, rng: np.random.Generator
+                      ) -> tuple[Router, dict[str, Any]]:
+        """Router on forget contexts (label 1) vs retain users' histories (``serve``: every
+        user's history after the forget, label 0)."""
         f_users = np.flatnonzero(is_forget)
         f_serve = serve[torch.from_numpy(f_users)]
         f_serve = f_serve[(f_serve != PAD).any(1)]  # forget users with records left
