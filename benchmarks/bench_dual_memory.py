@@ -8,19 +8,29 @@ Protocol, per data set and seed (issue #8):
   **whole-user variant**: 5% of the users forget every training interaction;
 * ``gold`` is the same SASRec (same seed and epochs) retrained from scratch without the forget
   records; ``match-gold`` and ``suppress`` are ``dual-memory`` on ``main``;
+* ``match-gold`` is calibrated (``held_out``) on the test records of a seeded half of the
+  non-forget users: only the main model's *ranks* of them are used, no item or user is trained;
 * sets: **forget** = the forgotten last training record of each forget user, ranked given the
-  user's sequence before it; **retain** = the test records of users who were not asked to forget;
+  user's sequence before it; in the whole-user variant also **forget_all** = every forgotten
+  record sasrec trained as a target (each user's last ``max_len``), each ranked given the
+  sequence before it (many more records: less noise, and it tests the router on older
+  histories); **retain** = the test records of users who were not asked to forget;
   **collateral** = the test records of non-forget users whose training history holds a
   forgotten item; HR/NDCG@10,20, full ranking, training items excluded;
 * **MIA**: :class:`sisakit.membership.InteractionMembershipAttack` fitted on a shadow SASRec
-  (other seed) trained without the last training record of 10% of the other users (non-members)
-  against the last training record of another 10% (members); target pairs: the forget records
-  (members of ``main``) vs the test records of as many non-forget users (never trained on); the
-  attack must reach AUC >= 0.6 on ``main`` for the comparison to mean anything;
+  (other seed) trained without the last training record of half the other users (non-members)
+  against the last training record of the other half (members); target pairs: the forget
+  records (members of ``main``) vs the test records of as many non-forget users (never trained
+  on). Item popularity and user activity are counted on what the attacker knows *without* the
+  attacked pairs (else a member's item counts one more). The attack must reach AUC >= 0.6 on
+  ``main`` for the comparison to mean anything: the default SASRec (dropout 0.2, 30 epochs)
+  memorises too little for that, so run also ``--dropout 0 --epochs 50`` (a memorising model,
+  results labelled ``<data set>-dropout0-50ep``);
 * router accuracy; CPU seconds of unlearning vs the gold retraining (CPU time, not wall time:
   the machine may be shared; run with one torch thread, the default).
 
     python benchmarks/bench_dual_memory.py                          # ML-100K, 3 seeds
+    python benchmarks/bench_dual_memory.py --datasets ml-100k --dropout 0 --epochs 50 --append
     python benchmarks/bench_dual_memory.py --datasets ml-1m-2999 --seeds 0
     python benchmarks/bench_dual_memory.py --synthetic --quick      # smoke run
 """
@@ -41,6 +51,7 @@ import sisakit
 from sisakit import metrics
 from sisakit.membership import InteractionMembershipAttack
 from sisakit.models import SASRec
+from sisakit.models.sasrec import time_order
 from sisakit.split import leave_last_out
 from sisakit.unlearners import DualMemory, ForgetRequest
 
@@ -80,6 +91,48 @@ def last_records(data: sisakit.Interactions, users: np.ndarray) -> np.ndarray:
     return by_user[users]
 
 
+def prefix_ranking(model, data, idx, max_len) -> dict:
+    """HR/NDCG@K of records ``idx`` of ``data``, each ranked given its user's items before it
+    (the last ``max_len``; those items excluded from the ranking) by ``model.score_sequences``."""
+    order, starts = time_order(data)
+    where = np.empty(len(order), np.int64)
+    where[order] = np.arange(len(order))
+    pos = where[idx]  # positions in the time order
+    items = data.item_idx[order] + 1
+    first = starts[data.user_idx[idx]]
+    cols = pos[:, None] - max_len + np.arange(max_len)[None, :]
+    valid = cols >= first[:, None]
+    seqs = torch.from_numpy(np.where(valid, items[np.where(valid, cols, 0)], 0))
+    keep = (seqs != 0).any(1)  # a first record has no history to rank it from
+    seqs, target = seqs[keep], torch.from_numpy(data.item_idx[idx][keep.numpy()])
+    ranks = []
+    for s in range(0, len(seqs), 512):  # batches of sequences
+        sc = torch.as_tensor(model.score_sequences(seqs[s:s + 512])).float().cpu()
+        z = sc.gather(1, target[s:s + 512, None])
+        above = sc > z
+        seen = torch.zeros(len(sc), sc.shape[1] + 1, dtype=torch.bool)
+        seen.scatter_(1, seqs[s:s + 512], True)
+        ranks.append((above & ~seen[:, 1:]).sum(1))
+    r = torch.cat(ranks).numpy()
+    out = {"n_records": len(r)}
+    for k in KS:
+        out[f"hr@{k}"] = float((r < k).mean())
+        out[f"ndcg@{k}"] = float(np.where(r < k, 1.0 / np.log2(r + 2.0), 0.0).mean())
+    return out
+
+
+def trained_targets(data, users, max_len) -> np.ndarray:
+    """Indices of the records of ``users`` that sasrec trained as next-item targets: the last
+    ``max_len`` of each user's sequence but not its first record (sasrec reads the last
+    ``max_len + 1`` items)."""
+    order, starts = time_order(data)
+    ends = np.r_[starts[1:], len(order)]
+    u = data.user_idx[order]
+    rank_from_end = ends[u] - np.arange(len(order))  # 1 = the user's last record
+    take = np.isin(u, users) & (rank_from_end <= max_len) & (np.arange(len(order)) > starts[u])
+    return np.sort(order[take])
+
+
 def ranking(model, context, test, users) -> dict:
     res = metrics.evaluate(model, context, test, k=KS, users=users)
     return {key: res[key] for key in res if key.startswith(("hr@", "ndcg@"))} | {
@@ -102,7 +155,7 @@ def mask_of(n: int, idx: np.ndarray) -> np.ndarray:
     return out
 
 
-def run_variant(variant, train, test, main, main_seconds, mia, args, seed, rng_users):
+def run_variant(variant, train, test, main, main_seconds, mia, args, seed, rng_users, held):
     """One forget variant: gold retraining, both presets, every metric."""
     n = len(train)
     forget_users = rng_users
@@ -131,17 +184,19 @@ def run_variant(variant, train, test, main, main_seconds, mia, args, seed, rng_u
     rng = np.random.default_rng(seed + 17)
     non_users = rng.choice(others, size=min(len(others), len(forget_users)), replace=False)
     non_members = test.take(np.isin(test.user_idx, non_users))
+    trained = trained_targets(train, forget_users, args.max_len) if variant == "user" else None
     models = {"main": main, "gold": gold}
     for preset in args.presets:
         res = DualMemory(preset=preset, seed=seed, progress=False,
                          **({"epochs": args.dm_epochs} if args.dm_epochs else {})
-                         ).unlearn(main, request, data=train)
+                         ).unlearn(main, request, data=train, held_out=held)
         models[preset] = res.model
         out.setdefault("unlearn", {})[preset] = {
             "seconds": res.report["seconds"], "cpu_seconds": res.report["cpu_seconds"],
             "router": res.report["router"],
             "seconds_vs_retrain": res.report["cpu_seconds"] / gold_seconds,
             "forget_windows": res.report["forget_windows"],
+            "calibration": res.report["calibration"],
             "final_losses": res.report["losses"][-1]}
     for name, model in models.items():
         row = {}
@@ -153,8 +208,11 @@ def run_variant(variant, train, test, main, main_seconds, mia, args, seed, rng_u
         # forget set: the forgotten record given the user's sequence before it
         model.bind_space(forget_ctx)
         row["forget"] = ranking(model, forget_ctx, forget_set, forget_users)
-        if mia is not None:  # forget records vs never-trained test records of other users
-            row["mia_auc"] = mia.evaluate(model, train, forget_set, non_members).auc
+        if trained is not None:
+            row["forget_all"] = prefix_ranking(model, train, trained, args.max_len)
+        if mia is not None:  # forget records vs never-trained test records of other users;
+            # the attacker's counts leave the attacked pairs out
+            row["mia_auc"] = mia.evaluate(model, forget_ctx, forget_set, non_members).auc
         model.bind_space(train if name == "main" else remaining)
         out["models"][name] = row
     return out
@@ -197,6 +255,8 @@ def main(argv=None) -> int:
         results = json.loads(Path(args.out).read_text())["results"]
     for ds in args.datasets:
         data = load(ds, args)
+        label = ds if (args.dropout, args.epochs) == (0.2, 30) else (
+            f"{ds}-dropout{args.dropout:g}-{args.epochs}ep")
         for seed in (args.seeds_ml1m if ds == "ml-1m-2999" else args.seeds):
             t0 = time.perf_counter()
             train, test = leave_last_out(data)
@@ -206,18 +266,23 @@ def main(argv=None) -> int:
             eligible = np.flatnonzero((counts >= 3) & (test.user_counts() > 0))
             n_f = max(1, round(args.forget_frac * data.n_users))
             forget_users = np.sort(rng.choice(eligible, size=n_f, replace=False))
+            others = np.setdiff1d(np.arange(train.n_users), forget_users)
+            cal = np.random.default_rng(seed + 29).permutation(others)[:len(others) // 2]
+            held = test.take(np.isin(test.user_idx, cal))
             mia = None
             if not args.no_mia:
                 mia = fit_mia(train, forget_users, args, seed)
             for variant in args.variants:
                 r = run_variant(variant, train, test, main_model, main_seconds, mia, args, seed,
-                                forget_users)
-                r.update(dataset=ds, seed=seed, users=data.n_users, items=data.n_items,
-                         records=len(data))
+                                forget_users, held)
+                r.update(dataset=label, seed=seed, users=data.n_users, items=data.n_items,
+                         records=len(data), model_config={
+                             "dropout": args.dropout, "epochs": args.epochs,
+                             "factors": args.factors, "max_len": args.max_len})
                 if mia is not None:
                     r["mia_shadow_auc"] = mia.shadow_result_.auc
                 results = [old for old in results if (old["dataset"], old["seed"], old["variant"])
-                           != (ds, seed, variant)] + [r]
+                           != (label, seed, variant)] + [r]
                 print(json.dumps(summary_line(r)), flush=True)
             print(f"{ds} seed {seed}: {time.perf_counter() - t0:.0f}s", flush=True)
     out = {"benchmark": "dual_memory", "machine": machine(), "args": vars(args),
@@ -233,16 +298,17 @@ def fit_mia(train, forget_users, args, seed) -> InteractionMembershipAttack:
     rng = np.random.default_rng(seed + 1000)
     others = np.setdiff1d(np.flatnonzero(train.user_counts() >= 3), forget_users)
     pick = rng.permutation(others)
-    k = max(1, len(others) // 10)
+    k = max(1, len(others) // 2)
     non_users, mem_users = pick[:k], pick[k:2 * k]
     non_rec = last_records(train, non_users)
     mem_rec = last_records(train, mem_users)
     shadow_train = train.take(~mask_of(len(train), non_rec))
     shadow, _ = fit_sasrec(shadow_train, args, seed + 1000)
     # every attacked pair is scored from the user's history before it
-    shadow.bind_space(train.take(~mask_of(len(train), np.r_[non_rec, mem_rec])))
+    known = train.take(~mask_of(len(train), np.r_[non_rec, mem_rec]))
+    shadow.bind_space(known)
     mia = InteractionMembershipAttack(seed=seed)
-    mia.fit(shadow, train, train.take(mem_rec), train.take(non_rec))
+    mia.fit(shadow, known, train.take(mem_rec), train.take(non_rec))
     return mia
 
 
@@ -254,6 +320,8 @@ def summary_line(r: dict) -> dict:
                       "collateral_hr10": (round(row["collateral"]["hr@10"], 4)
                                           if row["collateral"] else None),
                       "mia": round(row.get("mia_auc", float("nan")), 3)}
+        if row.get("forget_all"):
+            line[name]["forget_all_hr10"] = round(row["forget_all"]["hr@10"], 4)
     for preset, u in r.get("unlearn", {}).items():
         line[preset]["time_ratio"] = round(u["seconds_vs_retrain"], 3)
         line[preset]["router"] = {k: (round(v, 3) if isinstance(v, float) else v)
@@ -275,10 +343,10 @@ def summarise(results: list[dict]) -> list[dict]:
                 return float(np.mean(vals)) if vals else None
 
             row = {"dataset": ds, "variant": variant, "model": name, "seeds": len(rs)}
-            for s in ("retain", "forget", "collateral"):
+            for s in ("retain", "forget", "collateral", "forget_all"):
                 for key in ("hr@10", "hr@20", "ndcg@10", "ndcg@20"):
                     row[f"{s}_{key}"] = mean(lambda m, _r, s=s, key=key:
-                                             m[s][key] if m[s] else None)
+                                             m[s][key] if m.get(s) else None)
             row["mia_auc"] = mean(lambda m, _r: m.get("mia_auc"))
             if name in rs[0].get("unlearn", {}):
                 row["seconds"] = mean(lambda _m, r, name=name: r["unlearn"][name]["cpu_seconds"])
@@ -307,7 +375,12 @@ def summarise(results: list[dict]) -> list[dict]:
                     else None),
                 "mia_abs_diff_vs_gold": (abs(row["mia_auc"] - gold["mia_auc"])
                                          if row["mia_auc"] is not None else None),
+                "forget_all_hr10_abs_diff_vs_gold": (
+                    abs(row["forget_all_hr@10"] - gold["forget_all_hr@10"])
+                    if row["forget_all_hr@10"] is not None else None),
                 "main_mia_auc": main_row["mia_auc"],
+                "mia_attack_valid": (main_row["mia_auc"] is not None
+                                     and main_row["mia_auc"] >= 0.6),
             }
     return out
 

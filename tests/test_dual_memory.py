@@ -18,6 +18,7 @@ from sisakit.unlearners import DualMemory, DualMemoryModel, ForgetRequest
 from sisakit.unlearners.dual_memory import (
     STATE_FILE,
     LoRALinear,
+    calibrated_ranks,
     forget_losses,
     forget_windows,
     retain_kl,
@@ -222,6 +223,107 @@ def test_stop_at_top_k_stops_pushing_items_already_out_of_the_top_k():
     total.backward()
     assert side.grad[0].abs().sum() > 0  # item 0 is ranked first: pushed
     assert side.grad[1].abs().sum() == 0  # item 0 is ranked last: left alone
+
+
+def test_calibrated_ranks_map_member_ranks_onto_the_held_out_distribution():
+    rng = np.random.default_rng(0)
+    member = rng.integers(0, 20, size=400)  # memorised: ranked near the top
+    held = rng.integers(0, 300, size=1000)  # never seen: ranked lower
+    target = calibrated_ranks(member, held)
+    assert (target >= member).all()  # nothing is pulled up
+    # order preserved: a better-ranked member never gets a worse target than a worse-ranked one
+    order = np.argsort(member, kind="stable")
+    assert (np.diff(target[order]) >= 0).all()
+    # the targets follow the held-out distribution (HR@10 included)
+    for k in (10, 50, 150):
+        assert abs((target < k).mean() - (held < k).mean()) < 0.02
+    # members already ranked like unseen records keep their ranks
+    same = rng.integers(0, 300, size=1000)
+    assert np.abs(calibrated_ranks(same, same) - same).mean() < 1.0
+    assert len(calibrated_ranks(np.zeros(0, np.int64), held)) == 0
+
+
+def _rank_losses(side, target, need, seen=None, top_k=3):
+    return forget_losses(side, side.detach().clone(), target, hard_negatives=1, top_k=top_k,
+                         margin=0.0, topk_margin=0.0, suppress_margin=0.0, stop_at_top_k=True,
+                         target_rank=need, rank_margin=0.1, seen=seen)
+
+
+def test_rank_target_term_pushes_to_the_target_rank_lifts_overshoot_and_skips_seen_items():
+    # item 0 ranks first in row 0, fourth in row 1, last (5th of 6) in row 2
+    side = torch.tensor([[9.0, 8, 7, 6, 5, 4], [6.0, 9, 8, 7, 5, 4], [0.0, 9, 8, 7, 6, 5]],
+                        requires_grad=True)
+    target = torch.tensor([0, 0, 0])
+    losses = _rank_losses(side, target, torch.tensor([3, 3, 1]))
+    losses["rank"].backward()
+    g = side.grad[:, 0]
+    assert g[0] > 0  # rank 0 < target 3: pushed down (gradient descent lowers the logit)
+    assert g[1] == 0  # rank 3 == target 3: left alone
+    assert g[2] < 0  # target 1 but rank 5, past its band (1 to 3): lifted
+    # within its band (target 4: ranks 4 to 1.25 * 4 + 2 = 7) an item is left alone
+    side.grad = None
+    _rank_losses(side, target, torch.tensor([3, 3, 4]))["rank"].backward()
+    assert side.grad[2, 0] == 0
+    # seen items leave the ranking: with items 1 and 2 seen, row 1's item 0 ranks 1st of the
+    # rest, so a target of 2 pushes it
+    side.grad = None
+    seen = torch.zeros(3, 6, dtype=torch.bool)
+    seen[1, [1, 2]] = True
+    _rank_losses(side, target, torch.tensor([0, 2, 5]), seen=seen)["rank"].backward()
+    assert side.grad[1, 0] > 0 and side.grad[0, 0] == 0
+
+
+def test_match_gold_calibrated_on_held_out_records_forgets_down_to_unseen_ranks(trained):
+    data, model = trained
+    pairs, _items = _last_pairs(data, FORGET)
+    held = data.take(np.isin(data.record_id, data.record_id[_removed_others(data)]))
+    res = DualMemory(preset="match-gold", **UNLEARN).unlearn(
+        model, ForgetRequest(interactions=pairs), data=data, held_out=held)
+    cal = res.report["calibration"]
+    assert cal is not None and cal["held_out_records"] == len(held)
+    assert cal["positions"] == len(FORGET)
+    # the targets are the held-out ranks: forgotten items reach them, and rank no better than
+    # the main model ranked them
+    assert cal["reached"] >= 0.8
+    assert cal["forgotten_side_hr@10"] <= cal["forgotten_main_hr@10"]
+    assert cal["forgotten_target_hr@10"] <= cal["forgotten_main_hr@10"]
+
+
+def test_match_gold_without_held_out_logs_that_it_is_not_calibrated(trained, caplog):
+    data, model = trained
+    pairs, _ = _last_pairs(data, FORGET)
+    with caplog.at_level("WARNING", logger="sisakit.unlearners.dual_memory"):
+        res = DualMemory(preset="match-gold", **dict(UNLEARN, epochs=1)).unlearn(
+            model, ForgetRequest(interactions=pairs), data=data)
+    assert res.report["calibration"] is None
+    assert "held_out" in caplog.text
+
+
+def test_bad_held_out_is_refused(trained):
+    data, model = trained
+    pairs, _ = _last_pairs(data, FORGET)
+    req = ForgetRequest(interactions=pairs)
+    dm = DualMemory(preset="match-gold", **dict(UNLEARN, epochs=1))
+    with pytest.raises(ValidationError, match="held_out must be non-empty"):
+        dm.unlearn(model, req, data=data, held_out=data.take(np.zeros(len(data), bool)))
+    other = _walks(n_users=50)
+    with pytest.raises(ValidationError, match="id space"):
+        dm.unlearn(model, req, data=data, held_out=other)
+    with pytest.raises(ValidationError, match="held_out must be non-empty"):
+        dm.unlearn(model, req, data=data, held_out=[("u", "i")])
+    # only forget users' records: nothing to calibrate on
+    forget_only = data.take(np.isin(data.user_idx, FORGET))
+    with pytest.raises(ValidationError, match="users who are not forgotten"):
+        dm.unlearn(model, req, data=data, held_out=forget_only)
+
+
+def _removed_others(data: Interactions) -> np.ndarray:
+    """Record positions of the latest records of users 10-39 (stand-ins for held-out records;
+    the model trained on them, so they only exercise the calibration's plumbing)."""
+    order = np.lexsort((data.record_id, data.timestamp, data.user_idx))
+    u = data.user_idx[order]
+    last = order[np.r_[u[1:] != u[:-1], True]]
+    return last[np.isin(data.user_idx[last], np.arange(10, 40))]
 
 
 def test_retain_kl_ignores_forgotten_items_and_is_finite_with_inactive_items():

@@ -48,6 +48,7 @@ __all__ = [
     "DualMemoryModel",
     "LoRALinear",
     "Router",
+    "calibrated_ranks",
     "forget_losses",
     "forget_windows",
     "retain_kl",
@@ -59,19 +60,27 @@ FORMAT = 1
 #: Loss weights and margins of the two presets (``None`` parameters are taken from here).
 PRESETS: dict[str, dict[str, Any]] = {
     # behave like a model that never saw the data: stay on the main memory's output for
-    # everything else (retention + KL), lower the forgotten items moderately and stop pushing
-    # an item once it left the top ``top_k``
+    # everything else (retention + KL) and push each forgotten item down to the rank a record
+    # the model never saw gets (the rank-target term, calibrated on ``held_out`` records), then
+    # stop; without ``held_out`` only the weak, self-limiting unlikelihood term acts
     "match-gold": dict(retention_weight=1.0, kl_weight=1.0, unlikelihood_weight=2.0,
                        margin_weight=0.0, topk_weight=0.0, suppress_weight=0.0,
-                       hard_negatives=20, top_k=20, margin=0.5, topk_margin=0.0,
-                       suppress_margin=0.0, stop_at_top_k=True, epochs=6, lr=0.01),
+                       rank_weight=5.0, hard_negatives=20, top_k=20, margin=0.5,
+                       topk_margin=0.0, suppress_margin=0.0, rank_margin=0.1,
+                       stop_at_top_k=True, epochs=6, lr=0.01),
     # aggressive forgetting: push forgotten items far down
     "suppress": dict(retention_weight=1.0, kl_weight=1.0, unlikelihood_weight=5.0,
                      margin_weight=1.0, topk_weight=1.0, suppress_weight=0.5,
-                     hard_negatives=50, top_k=50, margin=1.0, topk_margin=1.0,
-                     suppress_margin=0.0, stop_at_top_k=False, epochs=6, lr=0.01),
+                     rank_weight=0.0, hard_negatives=50, top_k=50, margin=1.0, topk_margin=1.0,
+                     suppress_margin=0.0, rank_margin=0.1, stop_at_top_k=False, epochs=6,
+                     lr=0.01),
 }
 _TUNABLE = tuple(PRESETS["match-gold"])
+#: Fewest optimizer steps per epoch (small requests are split into smaller mini-batches).
+MIN_STEPS = 4
+#: Relative width of the band the rank-target term keeps a forgotten item in: with target
+#: rank ``t``, ranks ``t`` to ``(1 + RANK_BAND) t + 2`` are left alone.
+RANK_BAND = 0.25
 _DEFAULT_TARGETS = ("attn.q", "attn.v", "ff.0", "ff.1")
 
 
@@ -462,7 +471,9 @@ def _masked_logits(logits: torch.Tensor, mask_items: torch.Tensor | None) -> tor
 
 def forget_losses(side_logits: torch.Tensor, main_logits: torch.Tensor, targets: torch.Tensor,
                   *, hard_negatives: int, top_k: int, margin: float, topk_margin: float,
-                  suppress_margin: float, stop_at_top_k: bool) -> dict[str, torch.Tensor]:
+                  suppress_margin: float, stop_at_top_k: bool,
+                  target_rank: torch.Tensor | None = None, rank_margin: float = 0.1,
+                  seen: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """The per-term forgetting losses at forgotten positions.
 
     Parameters
@@ -479,27 +490,64 @@ def forget_losses(side_logits: torch.Tensor, main_logits: torch.Tensor, targets:
     margin, topk_margin, suppress_margin : float
         Margins of the pairwise, top-K and absolute terms.
     stop_at_top_k : bool
-        Stop every term at a position once its target already ranks outside the top ``top_k``.
+        Stop every term at a position once its target ranks outside the top ``top_k`` (or, with
+        ``target_rank``, once it ranks at or below its target rank).
+    target_rank : torch.Tensor, optional
+        ``(m,)`` int64: the rank (0 = best; the number of other items above it) each target
+        should fall to (see :func:`calibrated_ranks`). Enables the ``rank`` term.
+    rank_margin : float
+        Margin of the rank-target term.
+    seen : torch.Tensor, optional
+        ``(m, n_items)`` bool: items already in each position's history. They leave every
+        ranking (as they leave served top-K lists): ranks, the K-th item and hard negatives are
+        taken among the other items.
 
     Returns
     -------
     dict
-        Scalar tensors ``unlikelihood``, ``margin``, ``topk``, ``suppress``.
+        Scalar tensors ``unlikelihood``, ``margin``, ``topk``, ``suppress``, ``rank``.
     """
     m, n_items = side_logits.shape
     rows = torch.arange(m, device=side_logits.device)
     z_t = side_logits[rows, targets]
-    others = side_logits.index_put((rows, targets), torch.tensor(float("-inf"),
-                                                                  device=side_logits.device))
+    minus_inf = torch.tensor(float("-inf"), device=side_logits.device)
+    others = side_logits.index_put((rows, targets), minus_inf)
+    main_others = main_logits.index_put((rows, targets), minus_inf)
+    n_valid = torch.full_like(targets, n_items - 1)
+    if seen is not None:
+        others = others.masked_fill(seen, float("-inf"))
+        main_others = main_others.masked_fill(seen, float("-inf"))
+        n_valid = torch.isfinite(others).sum(1)
     k = min(int(top_k), n_items - 1)
     kth = others.topk(k, dim=1).values[:, -1]
-    active = (z_t >= kth).float() if stop_at_top_k else torch.ones_like(z_t)
+    kth = torch.where(torch.isfinite(kth), kth, z_t.detach())  # fewer than K unseen items
+    if target_rank is not None:
+        # the logit the target must fall below to have target_rank other items above it
+        need = torch.minimum(target_rank.clamp_min(0), n_valid)
+        above = (others > z_t.detach()[:, None]).sum(1)
+        to_push = (need > 0) & (above < need)
+        # two-sided: the adapters move whole regions of the ranking, so an item pushed for one
+        # position overshoots at another; one that fell past its band is lifted back (a buried
+        # item is as much a tell to a membership attack as a memorised one)
+        upper = torch.minimum(need + 2 + (need.float() * RANK_BAND).long(), n_valid)
+        overshot = (need > 0) & (above > upper)
+        rank_term = torch.zeros_like(z_t)
+        sel = torch.nonzero(to_push | overshot).flatten()
+        if len(sel):  # the bars: logits at the target rank (push) or the band's end (lift)
+            bound = torch.where(to_push[sel], need[sel], upper[sel])
+            ordered = others[sel].detach().topk(int(bound.max()), dim=1).values
+            bar = ordered.gather(1, (bound - 1)[:, None]).squeeze(1)
+            push = F.relu(float(rank_margin) + z_t[sel] - bar)
+            lift = F.relu(float(rank_margin) + bar - z_t[sel])
+            rank_term = rank_term.index_put((sel,), torch.where(to_push[sel], push, lift))
+    else:
+        to_push = z_t >= kth
+        rank_term = torch.zeros_like(z_t)
+    active = to_push.float() if stop_at_top_k else torch.ones_like(z_t)
     logp = side_logits.log_softmax(-1)[rows, targets]
     # -log(1 - p), computed stably from log p
     unlik = -torch.log1p(-logp.exp().clamp(max=1 - 1e-6))
     n_neg = min(int(hard_negatives), n_items - 1)
-    main_others = main_logits.index_put((rows, targets), torch.tensor(
-        float("-inf"), device=main_logits.device))
     neg = main_others.topk(n_neg, dim=1).indices
     pair = F.relu(float(margin) + z_t[:, None] - side_logits.gather(1, neg)).mean(1)
     topk = F.relu(float(topk_margin) + z_t - kth.detach())
@@ -508,7 +556,65 @@ def forget_losses(side_logits: torch.Tensor, main_logits: torch.Tensor, targets:
     return {"unlikelihood": (unlik * active).sum() / denom,
             "margin": (pair * active).sum() / denom,
             "topk": (topk * active).sum() / denom,
-            "suppress": (supp * active).sum() / denom}
+            "suppress": (supp * active).sum() / denom,
+            "rank": rank_term.sum() / denom}
+
+
+def _prefix_seen(inputs: torch.Tensor, mask: torch.Tensor, n_items: int) -> torch.Tensor:
+    """``(mask.sum(), n_items)`` bool: the items of each selected position's history (its
+    window up to and including that position), row-major like ``tensor[mask]``."""
+    rows, pos = torch.nonzero(mask, as_tuple=True)
+    ctx = inputs[rows]
+    valid = (torch.arange(ctx.shape[1], device=ctx.device)[None, :] <= pos[:, None]) & (
+        ctx != PAD)
+    seen = torch.zeros(len(rows), n_items + 1, dtype=torch.bool, device=ctx.device)
+    seen.scatter_(1, torch.where(valid, ctx, PAD), True)
+    return seen[:, 1:]
+
+
+def _target_ranks(logits: torch.Tensor, targets: torch.Tensor,
+                  seen: torch.Tensor | None = None) -> torch.Tensor:
+    """Rank of each row's target among its scores: the number of items scored strictly above,
+    ``seen`` items (a history, left out of served lists) not counted."""
+    z = logits.gather(1, targets[:, None])
+    above = logits > z
+    if seen is not None:
+        above &= ~seen
+    return above.sum(1)
+
+
+def calibrated_ranks(member_ranks: np.ndarray, held_out_ranks: np.ndarray) -> np.ndarray:
+    """Target ranks for forgotten records, by quantile matching.
+
+    A model that never saw a record ranks it like any record it never saw: the forgotten
+    records' ranks under the main model (``member_ranks``) are mapped, order preserved, onto the
+    distribution of the main model's ranks of held-out records (``held_out_ranks``). The ``q``-th
+    quantile of the first goes to the ``q``-th quantile of the second, so that after pushing,
+    the forgotten records' ranks follow the held-out distribution (HR@K included) while the
+    records a never-trained model would rank best still rank best. A target never lies above the
+    main model's own rank: nothing is pulled up.
+
+    Parameters
+    ----------
+    member_ranks : ndarray of int
+        Rank (0 = best) of each forgotten record under the main model, in its training context.
+    held_out_ranks : ndarray of int
+        Ranks of records the main model never trained on, each in its user's history.
+
+    Returns
+    -------
+    ndarray of int64
+        One target rank per forgotten record.
+    """
+    member_ranks = np.asarray(member_ranks, np.int64)
+    held = np.asarray(held_out_ranks, np.int64)
+    if len(member_ranks) == 0:
+        return member_ranks.copy()
+    order = np.argsort(member_ranks, kind="stable")
+    q = (np.arange(len(order)) + 0.5) / len(order)
+    out = np.empty_like(member_ranks)
+    out[order] = np.quantile(held, q, method="inverted_cdf").astype(np.int64)
+    return np.maximum(out, member_ranks)
 
 
 def retain_kl(side_logits: torch.Tensor, main_logits: torch.Tensor,
@@ -544,7 +650,9 @@ class DualMemory(Unlearner):
     lr : float, optional
         Adam learning rate of the adapters.
     batch_size : int
-        Windows per optimizer step (forget and retain windows together).
+        Windows per optimizer step (forget and retain windows together); small requests are
+        split into at least :data:`~sisakit.unlearners.dual_memory.MIN_STEPS` steps per epoch
+        (at most one per forget window).
     retain_ratio : float
         Retain windows sampled per epoch, as a multiple of the forget windows (at most all
         retain users).
@@ -560,8 +668,13 @@ class DualMemory(Unlearner):
         K of the top-K penalty (and of ``stop_at_top_k``).
     margin, topk_margin, suppress_margin : float, optional
         Margins of the pairwise, top-K and absolute-suppression losses.
+    rank_weight, rank_margin : float, optional
+        Weight and margin of the rank-target term: push each forgotten item down to the rank
+        the main model gives records it never saw (calibrated on ``unlearn(held_out=...)``;
+        off without it).
     stop_at_top_k : bool, optional
-        Stop pushing a forgotten item once it ranks outside the top ``top_k``.
+        Stop pushing a forgotten item once it ranks outside the top ``top_k`` (with
+        ``held_out``: once it reached its calibrated target rank).
     router_hidden : int
         Hidden units of the router.
     router_epochs : int
@@ -595,7 +708,8 @@ class DualMemory(Unlearner):
                  topk_weight: float | None = None, suppress_weight: float | None = None,
                  hard_negatives: int | None = None, top_k: int | None = None,
                  margin: float | None = None, topk_margin: float | None = None,
-                 suppress_margin: float | None = None, stop_at_top_k: bool | None = None,
+                 suppress_margin: float | None = None, rank_weight: float | None = None,
+                 rank_margin: float | None = None, stop_at_top_k: bool | None = None,
                  router_hidden: int = 64, router_epochs: int = 200, router_lr: float = 0.01,
                  router_retain: int = 20000, threshold: float = 0.5, seed: int = 0,
                  progress: bool | None = None) -> None:
@@ -618,6 +732,8 @@ class DualMemory(Unlearner):
         self.margin = margin
         self.topk_margin = topk_margin
         self.suppress_margin = suppress_margin
+        self.rank_weight = rank_weight
+        self.rank_margin = rank_margin
         self.stop_at_top_k = stop_at_top_k
         self.router_hidden = router_hidden
         self.router_epochs = router_epochs
@@ -650,7 +766,7 @@ class DualMemory(Unlearner):
         for name, low in (("epochs", 1), ("hard_negatives", 1), ("top_k", 1)):
             integer(name, cfg[name], low)
         for name in ("retention_weight", "kl_weight", "unlikelihood_weight", "margin_weight",
-                     "topk_weight", "suppress_weight"):
+                     "topk_weight", "suppress_weight", "rank_weight", "rank_margin"):
             if not (isinstance(cfg[name], (int, float)) and cfg[name] >= 0
                     and math.isfinite(cfg[name])):
                 raise ValidationError(f"{name} must be a finite number >= 0, got {cfg[name]!r}")
@@ -713,7 +829,8 @@ class DualMemory(Unlearner):
 
     # ------------------------------------------------------------------ training
     def unlearn(self, model: Any, request: ForgetRequest, *,
-                data: Interactions | None = None) -> UnlearnResult:
+                data: Interactions | None = None,
+                held_out: Interactions | None = None) -> UnlearnResult:
         """Train a side memory and a router that forget ``request``; ``model`` is not modified.
 
         Parameters
@@ -724,6 +841,14 @@ class DualMemory(Unlearner):
             Users and/or (user, item) interactions, by raw id.
         data : Interactions, optional
             The records ``model`` was trained on (default: ``model.data`` when it exists).
+        held_out : Interactions, optional
+            Records the model never trained on (e.g. the validation split; same id space as
+            ``data``), each the next item after its user's history in ``data``. The main model's
+            ranks of them calibrate the rank-target term (``rank_weight``, on in ``match-gold``):
+            every forgotten item is pushed down to the rank an unseen record gets (see
+            :func:`calibrated_ranks`). Records of users being forgotten are not used. Without
+            it the rank-target term is off (logged), and ``match-gold`` forgets only through the
+            weak unlikelihood term.
 
         Returns
         -------
@@ -745,6 +870,12 @@ class DualMemory(Unlearner):
         self._validate(cfg)
         self._check_model(model)
         data, remove = self._resolve(model, request, data)
+        held = self._check_held_out(held_out, data)
+        if float(cfg["rank_weight"]) == 0:
+            held = None  # the rank-target term is off
+        elif held is None:
+            logger.warning("dual-memory: no held_out records, so the rank-target term is off and "
+                           "forgetting is not calibrated; pass held_out=<validation records>")
         main_sum = _main_checksum(model)
         net = model.network
         dev = next(net.parameters()).device
@@ -763,6 +894,11 @@ class DualMemory(Unlearner):
         retain_seqs = retain_seqs[torch.from_numpy(retain_users)]
         forgotten_items = torch.from_numpy(np.unique(np.asarray(data.item_idx)[remove])).to(dev)
         inactive = torch.from_numpy(~np.asarray(data.item_active)).to(dev)
+        calibration: dict[str, Any] | None = None
+        target_rank = None
+        if held is not None:
+            target_rank, calibration = self._calibrate(model, data, held, windows, flags,
+                                                       is_forget)
         # ---- side memory
         side = _attach_lora(net, names, int(self.rank), float(self.alpha), self.seed)
         params = [p for n, p in side.named_parameters() if ".lora_" in n]
@@ -772,7 +908,10 @@ class DualMemory(Unlearner):
         rng = np.random.default_rng(self.seed)
         n_f = len(windows)
         n_r_epoch = min(len(retain_seqs), math.ceil(float(self.retain_ratio) * n_f))
-        steps = max(1, math.ceil((n_f + n_r_epoch) / int(self.batch_size)))
+        # at least MIN_STEPS optimizer steps per epoch: a small request in one or two large
+        # Adam steps overshoots, and the rank target's stop / lift needs steps to act
+        steps = max(MIN_STEPS, math.ceil((n_f + n_r_epoch) / int(self.batch_size)))
+        steps = min(steps, max(1, n_f))
         history: list[dict[str, float]] = []
         net_eval = net.training
         net.eval()
@@ -787,8 +926,10 @@ class DualMemory(Unlearner):
                 r_parts = np.array_split(r_order, steps)
                 sums: dict[str, float] = {}
                 for fb, rb in zip(f_parts, r_parts, strict=True):  # loop over mini-batches
+                    tr_b = target_rank[fb].to(dev) if target_rank is not None else None
                     losses = self._step(model, side, windows[fb].to(dev), flags[fb].to(dev),
-                                        retain_seqs[rb].to(dev), forgotten_items, inactive, cfg)
+                                        retain_seqs[rb].to(dev), forgotten_items, inactive, cfg,
+                                        tr_b)
                     total = sum(cfg[f"{k}_weight"] * v for k, v in losses.items())
                     opt.zero_grad(set_to_none=True)
                     if total.requires_grad:
@@ -802,6 +943,9 @@ class DualMemory(Unlearner):
         for p in params:
             p.requires_grad_(False)
         side.eval()
+        if calibration is not None:
+            calibration["forgotten_side_hr@10"], calibration["reached"] = self._check_ranks(
+                model, side, windows, flags, target_rank)
         train_seconds = time.perf_counter() - t0
         # ---- router
         tr = time.perf_counter()
@@ -820,7 +964,7 @@ class DualMemory(Unlearner):
                   "forget_users": len(forget_users), "forget_windows": int(n_f),
                   "retain_windows_per_epoch": int(n_r_epoch), "targets": names,
                   "side_parameters": int(sum(p.numel() for p in params)),
-                  "losses": history, "router": router_report,
+                  "losses": history, "router": router_report, "calibration": calibration,
                   "train_seconds": train_seconds, "router_seconds": router_seconds,
                   "seconds": time.perf_counter() - t0,
                   "cpu_seconds": time.process_time() - c0}
@@ -831,14 +975,16 @@ class DualMemory(Unlearner):
 
     def _step(self, model: Any, side: nn.Module, fw: torch.Tensor, ff: torch.Tensor,
               rw: torch.Tensor, forgotten_items: torch.Tensor, inactive: torch.Tensor,
-              cfg: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-        """All loss terms of one mini-batch (forget windows ``fw``/``ff``, retain windows ``rw``)."""
+              cfg: Mapping[str, Any], target_rank: torch.Tensor | None = None
+              ) -> dict[str, torch.Tensor]:
+        """All loss terms of one mini-batch (forget windows ``fw``/``ff``, retain windows ``rw``,
+        ``target_rank`` per forgotten position of ``fw`` when calibrated)."""
         net = model.network
         inactive_idx = torch.nonzero(inactive).flatten()
         kl_mask = torch.unique(torch.cat([forgotten_items, inactive_idx]))
         zero = next(iter(p for p in side.parameters())).new_zeros(())
         out = {"retention": zero, "kl": zero, "unlikelihood": zero, "margin": zero,
-               "topk": zero, "suppress": zero}
+               "topk": zero, "suppress": zero, "rank": zero}
         if len(rw):
             inputs, tgt = rw[:, :-1], rw[:, 1:]
             mask = (inputs != PAD) & (tgt != PAD)
@@ -862,8 +1008,84 @@ class DualMemory(Unlearner):
                     top_k=int(cfg["top_k"]), margin=float(cfg["margin"]),
                     topk_margin=float(cfg["topk_margin"]),
                     suppress_margin=float(cfg["suppress_margin"]),
-                    stop_at_top_k=bool(cfg["stop_at_top_k"])))
+                    stop_at_top_k=bool(cfg["stop_at_top_k"]),
+                    target_rank=target_rank[mask] if target_rank is not None else None,
+                    rank_margin=float(cfg["rank_margin"]),
+                    seen=_prefix_seen(inputs, mask, z_side.shape[1])))
         return out
+
+    @staticmethod
+    def _check_held_out(held_out: Any, data: Interactions) -> Interactions | None:
+        if held_out is None:
+            return None
+        if not isinstance(held_out, Interactions) or len(held_out) == 0:
+            raise ValidationError("held_out must be non-empty sisakit.Interactions (records the "
+                                  "model never trained on), or None")
+        if not held_out.same_space(data):
+            raise ValidationError("held_out must share data's id space: build both from one "
+                                  "Interactions with take() or without(), e.g. a split")
+        return held_out
+
+    @torch.no_grad()
+    def _calibrate(self, model: Any, data: Interactions, held: Interactions,
+                   windows: torch.Tensor, flags: torch.Tensor, is_forget: np.ndarray
+                   ) -> tuple[torch.Tensor, dict[str, Any]]:
+        """Target rank of every forgotten position (``-1`` elsewhere), quantile-matched to the
+        main model's ranks of ``held`` (see :func:`calibrated_ranks`)."""
+        net = model.network
+        dev = next(net.parameters()).device
+        bs = int(model.score_batch)
+        keep = ~is_forget[held.user_idx]
+        users, items = held.user_idx[keep], torch.from_numpy(held.item_idx[keep])
+        hist = user_sequences(data, int(model.max_len))[torch.from_numpy(users)]
+        has = (hist != PAD).any(1)
+        hist, items = hist[has], items[has]
+        if len(hist) == 0:
+            raise ValidationError("held_out has no record of a user who keeps a history in "
+                                  "data; pass held-out records of users who are not forgotten")
+        n_items = int(model.n_items)
+        held_ranks = []
+        for s in range(0, len(hist), bs):  # batches of users
+            h = hist[s:s + bs].to(dev)
+            seen = _prefix_seen(h, (h != PAD).cumsum(1) == (h != PAD).sum(1, keepdim=True),
+                                n_items)  # the whole history: its last position
+            held_ranks.append(_target_ranks(model.score_sequences(h), items[s:s + bs].to(dev),
+                                            seen).cpu())
+        held_ranks = torch.cat(held_ranks).numpy()
+        member = []
+        for s in range(0, len(windows), bs):  # batches of forget windows
+            w, f = windows[s:s + bs].to(dev), flags[s:s + bs].to(dev)
+            mask = f & (w[:, :-1] != PAD)
+            logits = net.logits(net(w[:, :-1])[mask])
+            member.append(_target_ranks(logits, w[:, 1:][mask] - 1,
+                                        _prefix_seen(w[:, :-1], mask, n_items)).cpu())
+        member_ranks = torch.cat(member).numpy() if member else np.zeros(0, np.int64)
+        targets = calibrated_ranks(member_ranks, held_ranks)
+        out = torch.full(flags.shape, -1, dtype=torch.int64)
+        out[flags & (windows[:, :-1] != PAD)] = torch.from_numpy(targets)
+        report = {"held_out_records": len(hist),
+                  "held_out_hr@10": float((held_ranks < 10).mean()),
+                  "forgotten_main_hr@10": float((member_ranks < 10).mean()),
+                  "forgotten_target_hr@10": float((targets < 10).mean()),
+                  "positions": len(targets)}
+        return out, report
+
+    @torch.no_grad()
+    def _check_ranks(self, model: Any, side: nn.Module, windows: torch.Tensor,
+                     flags: torch.Tensor, target_rank: torch.Tensor) -> tuple[float, float]:
+        """The side memory's HR@10 of the forgotten items and the share at their target rank."""
+        dev = next(side.parameters()).device
+        bs, n_items = int(model.score_batch), int(model.n_items)
+        ranks, need = [], []
+        for s in range(0, len(windows), bs):  # batches of forget windows
+            w, f = windows[s:s + bs].to(dev), flags[s:s + bs].to(dev)
+            mask = f & (w[:, :-1] != PAD)
+            logits = side.logits(side(w[:, :-1])[mask])
+            ranks.append(_target_ranks(logits, w[:, 1:][mask] - 1,
+                                       _prefix_seen(w[:, :-1], mask, n_items)).cpu())
+            need.append(target_rank[s:s + bs][mask.cpu()])
+        r, t = torch.cat(ranks), torch.cat(need)
+        return float((r < 10).float().mean()), float((r >= t).float().mean())
 
     def _train_router(self, model: Any, serve: torch.Tensor, windows: torch.Tensor,
                       is_forget: np.ndarray, retain_users: np.ndarray, rng: np.random.Generator
