@@ -63,7 +63,7 @@ _EXTERNAL = (
     "numpy", "np", "torch", "scipy", "sklearn", "xgboost", "pluggy", "matplotlib", "pyarrow",
     "pandas", "PIL", "pytest", "collections", "typing", "pathlib", "os", "argparse", "json",
     "concurrent", "multiprocessing", "datetime", "tomllib", "tomli", "enum", "dataclasses",
-    "joblib", "ray",
+    "joblib", "ray", "transformers",
 )
 nitpick_ignore_regex = [
     # Objects of other projects and of the standard library.

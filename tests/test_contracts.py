@@ -76,6 +76,15 @@ class TestSASRec(ShardModelContract):
                                               device="cpu")
 
 
+class TestT5Rec(ShardModelContract):
+    component = ("model", "t5rec")
+
+    def make_model(self):
+        pytest.importorskip("transformers")
+        return plugins.get("model", "t5rec")(factors=8, n_blocks=1, n_heads=2, max_len=6,
+                                             batch_size=16, device="cpu")
+
+
 class TestPopularity(ShardModelContract):
     component = ("model", "popularity")
 

@@ -47,7 +47,7 @@ PUBLIC_MODULES = [
     "sisakit.experiment", "sisakit.plots", "sisakit.classification", "sisakit.sharders",
     "sisakit.models", "sisakit.aggregators", "sisakit.unlearners", "sisakit.attackers",
     "sisakit.baselines", "sisakit.errors", "sisakit.executors", "sisakit.cli",
-    "sisakit.coordinator", "sisakit.unlearners.dual_memory",
+    "sisakit.coordinator", "sisakit.unlearners.dual_memory", "sisakit.models.t5rec",
 ]
 
 _DIRECTIVE = re.compile(r"^(?P<indent>[ \t]*)\.\. (?P<kind>auto\w+|py:\w+)::[ \t]*(?P<target>\S*)")

@@ -241,6 +241,14 @@ def test_calibrated_ranks_map_member_ranks_onto_the_held_out_distribution():
     same = rng.integers(0, 300, size=1000)
     assert np.abs(calibrated_ranks(same, same) - same).mean() < 1.0
     assert len(calibrated_ranks(np.zeros(0, np.int64), held)) == 0
+    # groups are matched separately: a group of strongly memorised records (all ranked first)
+    # gets the held-out distribution by itself instead of the pooled best quantiles
+    mixed = np.r_[np.zeros(300, np.int64), rng.integers(100, 300, size=300)]
+    groups = np.r_[np.zeros(300, np.int64), np.ones(300, np.int64)]
+    pooled = calibrated_ranks(mixed, held)
+    grouped = calibrated_ranks(mixed, held, groups=groups)
+    assert abs((grouped[:300] < 10).mean() - (held < 10).mean()) < 0.02
+    assert (pooled[:300] < 10).mean() > 2 * (held < 10).mean()  # pooling hands them the top
 
 
 def _rank_losses(side, target, need, seen=None, top_k=3):

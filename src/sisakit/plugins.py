@@ -42,6 +42,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "sisakit.models.ncf",
     "sisakit.models.popularity",
     "sisakit.models.sasrec",
+    "sisakit.models.t5rec",
     "sisakit.aggregators.linear",
     "sisakit.aggregators.attention",
     "sisakit.aggregators.proto",

@@ -6,6 +6,7 @@ from .ials import IALS
 from .ncf import NCF
 from .popularity import Popularity
 from .sasrec import SASRec, SASRecNet, user_sequences
+from .t5rec import T5Rec, T5RecNet
 
 __all__ = ["BPRMF", "IALS", "NCF", "Popularity", "SASRec", "SASRecNet", "ShardModel",
-           "user_sequences"]
+           "T5Rec", "T5RecNet", "user_sequences"]

@@ -150,6 +150,15 @@ class SASRecNet(nn.Module):
             x = block(x, allowed) * real[..., None]
         return self.ln(x)
 
+    def hidden_at(self, seq: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Hidden states ``(mask.sum(), d)`` at the positions ``mask`` selects (row-major),
+        each predicting the item after it."""
+        return self(seq)[mask]
+
+    def last_hidden(self, seq: torch.Tensor) -> torch.Tensor:
+        """Hidden state ``(batch, d)`` at the last position (the next-item representation)."""
+        return self(seq)[:, -1]
+
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Scores over item indices ``0..n_items-1`` (the tied output layer)."""
         return hidden @ self.item_emb.weight[1:].T
@@ -259,6 +268,11 @@ class SASRec(ShardModel):
         return self._net
 
     @property
+    def hidden_size(self) -> int:
+        """Size of the next-item representation (:meth:`encode`)."""
+        return int(self.factors)
+
+    @property
     def network(self) -> SASRecNet:
         """The underlying :class:`SASRecNet` (for adapters and inspection)."""
         return self._require()
@@ -312,7 +326,7 @@ class SASRec(ShardModel):
         net = self._require()
         inputs, targets = batch[:, :-1], batch[:, 1:]
         mask = (inputs != PAD) & (targets != PAD)
-        logits = net.logits(net(inputs)[mask])  # only positions with a next item
+        logits = net.logits(net.hidden_at(inputs, mask))  # only positions with a next item
         if inactive is not None and bool(inactive.any()):
             logits = logits.masked_fill(inactive, float("-inf"))
         return F.cross_entropy(logits, targets[mask] - 1)
@@ -369,8 +383,8 @@ class SASRec(ShardModel):
         net = self._require()
         out = []
         for start in range(0, len(seqs), int(self.score_batch)):  # batches of sequences
-            out.append(net(seqs[start:start + int(self.score_batch)].to(self._dev()))[:, -1])
-        return torch.cat(out) if out else torch.zeros(0, int(self.factors), device=self._dev())
+            out.append(net.last_hidden(seqs[start:start + int(self.score_batch)].to(self._dev())))
+        return torch.cat(out) if out else torch.zeros(0, self.hidden_size, device=self._dev())
 
     @torch.no_grad()
     def score_sequences(self, seqs: Any) -> torch.Tensor:
@@ -419,6 +433,8 @@ class SASRec(ShardModel):
         load_module_state(self._require(), self._opt, state, "sasrec")
 
     optimizer_impl = "torch.optim.Adam(foreach=False), autograd"
+    #: Linear layers ``dual-memory`` adapts by default (name suffixes, every block).
+    lora_targets: tuple[str, ...] = ("attn.q", "attn.v", "ff.0", "ff.1")
 
     def n_parameters(self) -> int:
         return int(sum(p.numel() for p in self._require().parameters()))

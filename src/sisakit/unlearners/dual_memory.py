@@ -78,10 +78,9 @@ PRESETS: dict[str, dict[str, Any]] = {
 _TUNABLE = tuple(PRESETS["match-gold"])
 #: Fewest optimizer steps per epoch (small requests are split into smaller mini-batches).
 MIN_STEPS = 4
-#: Relative width of the band the rank-target term keeps a forgotten item in: with target
+#: Relative width of the band the rank-target term keeps a forgotten item in. With target
 #: rank ``t``, ranks ``t`` to ``(1 + RANK_BAND) t + 2`` are left alone.
 RANK_BAND = 0.25
-_DEFAULT_TARGETS = ("attn.q", "attn.v", "ff.0", "ff.1")
 
 
 # ---------------------------------------------------------------------------------- LoRA
@@ -116,6 +115,11 @@ class LoRALinear(nn.Module):
         self.lora_a = nn.Parameter(a.to(base.weight.device, base.weight.dtype))
         self.lora_b = nn.Parameter(torch.zeros(base.out_features, rank, dtype=base.weight.dtype,
                                                device=base.weight.device))
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The frozen base weight (libraries such as Hugging Face T5 read its dtype)."""
+        return self.base.weight
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``base(x) + scale · (x Aᵀ) Bᵀ``."""
@@ -347,7 +351,7 @@ class DualMemoryModel:
         bs = int(self.main.score_batch)
         for start in range(0, len(padded), bs):  # batches of sequences
             chunk = padded[start:start + bs].to(self._dev())
-            out.append(self.side.logits(self.side(chunk)[:, -1]))
+            out.append(self.side.logits(self.side.last_hidden(chunk)))
         return torch.cat(out) if out else torch.zeros(0, self.n_items)
 
     @torch.no_grad()
@@ -442,7 +446,7 @@ class DualMemoryModel:
         state = store.load_tensors(STATE_FILE, manifest["files"].get(STATE_FILE))
         side = _attach_lora(main.network, list(cfg["targets"]), int(cfg["rank"]),
                             float(cfg["alpha"]), 0)
-        router = Router(int(main.factors), int(cfg["router_hidden"])).to(
+        router = Router(int(main.hidden_size), int(cfg["router_hidden"])).to(
             next(main.network.parameters()).device)
         side_state = {k[5:]: v for k, v in state.items() if k.startswith("side.")}
         router_state = {k[7:]: v for k, v in state.items() if k.startswith("router.")}
@@ -469,7 +473,8 @@ def _masked_logits(logits: torch.Tensor, mask_items: torch.Tensor | None) -> tor
     return logits.index_fill(-1, mask_items, -1e9)
 
 
-def forget_losses(side_logits: torch.Tensor, main_logits: torch.Tensor, targets: torch.Tensor,
+def forget_losses(side_logits: torch.Tensor, main_logits: torch.Tensor | None,
+                  targets: torch.Tensor,
                   *, hard_negatives: int, top_k: int, margin: float, topk_margin: float,
                   suppress_margin: float, stop_at_top_k: bool,
                   target_rank: torch.Tensor | None = None, rank_margin: float = 0.1,
@@ -480,7 +485,8 @@ def forget_losses(side_logits: torch.Tensor, main_logits: torch.Tensor, targets:
     ----------
     side_logits, main_logits : torch.Tensor
         ``(m, n_items)`` scores of the side and the (frozen) main memory at the ``m`` positions
-        whose next item was forgotten.
+        whose next item was forgotten. ``main_logits`` only picks the pairwise margin's hard
+        negatives: ``None`` turns that term off (zero).
     targets : torch.Tensor
         ``(m,)`` the forgotten item index at each position.
     hard_negatives : int
@@ -512,11 +518,9 @@ def forget_losses(side_logits: torch.Tensor, main_logits: torch.Tensor, targets:
     z_t = side_logits[rows, targets]
     minus_inf = torch.tensor(float("-inf"), device=side_logits.device)
     others = side_logits.index_put((rows, targets), minus_inf)
-    main_others = main_logits.index_put((rows, targets), minus_inf)
     n_valid = torch.full_like(targets, n_items - 1)
     if seen is not None:
         others = others.masked_fill(seen, float("-inf"))
-        main_others = main_others.masked_fill(seen, float("-inf"))
         n_valid = torch.isfinite(others).sum(1)
     k = min(int(top_k), n_items - 1)
     kth = others.topk(k, dim=1).values[:, -1]
@@ -548,8 +552,14 @@ def forget_losses(side_logits: torch.Tensor, main_logits: torch.Tensor, targets:
     # -log(1 - p), computed stably from log p
     unlik = -torch.log1p(-logp.exp().clamp(max=1 - 1e-6))
     n_neg = min(int(hard_negatives), n_items - 1)
-    neg = main_others.topk(n_neg, dim=1).indices
-    pair = F.relu(float(margin) + z_t[:, None] - side_logits.gather(1, neg)).mean(1)
+    if main_logits is not None:
+        main_others = main_logits.index_put((rows, targets), minus_inf)
+        if seen is not None:
+            main_others = main_others.masked_fill(seen, float("-inf"))
+        neg = main_others.topk(n_neg, dim=1).indices
+        pair = F.relu(float(margin) + z_t[:, None] - side_logits.gather(1, neg)).mean(1)
+    else:
+        pair = torch.zeros_like(z_t)
     topk = F.relu(float(topk_margin) + z_t - kth.detach())
     supp = F.relu(z_t - float(suppress_margin))
     denom = float(max(m, 1))
@@ -583,7 +593,8 @@ def _target_ranks(logits: torch.Tensor, targets: torch.Tensor,
     return above.sum(1)
 
 
-def calibrated_ranks(member_ranks: np.ndarray, held_out_ranks: np.ndarray) -> np.ndarray:
+def calibrated_ranks(member_ranks: np.ndarray, held_out_ranks: np.ndarray,
+                     groups: np.ndarray | None = None) -> np.ndarray:
     """Target ranks for forgotten records, by quantile matching.
 
     A model that never saw a record ranks it like any record it never saw: the forgotten
@@ -600,6 +611,11 @@ def calibrated_ranks(member_ranks: np.ndarray, held_out_ranks: np.ndarray) -> np
         Rank (0 = best) of each forgotten record under the main model, in its training context.
     held_out_ranks : ndarray of int
         Ranks of records the main model never trained on, each in its user's history.
+    groups : ndarray of int, optional
+        Match each group of forgotten records separately (``dual-memory`` groups them by
+        position from the end of their window: a model memorises the latest positions of a
+        sequence most, and pooling them with earlier ones would hand the latest the best
+        held-out ranks).
 
     Returns
     -------
@@ -610,8 +626,14 @@ def calibrated_ranks(member_ranks: np.ndarray, held_out_ranks: np.ndarray) -> np
     held = np.asarray(held_out_ranks, np.int64)
     if len(member_ranks) == 0:
         return member_ranks.copy()
-    order = np.argsort(member_ranks, kind="stable")
-    q = (np.arange(len(order)) + 0.5) / len(order)
+    groups = np.zeros(len(member_ranks), np.int64) if groups is None else np.asarray(groups)
+    # sort by (group, rank): each group's quantiles are its positions within its block
+    order = np.lexsort((member_ranks, groups))
+    g = groups[order]
+    starts = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
+    sizes = np.diff(np.r_[starts, len(g)])
+    block_start = np.repeat(starts, sizes)
+    q = (np.arange(len(order)) - block_start + 0.5) / np.repeat(sizes, sizes)
     out = np.empty_like(member_ranks)
     out[order] = np.quantile(held, q, method="inverted_cdf").astype(np.int64)
     return np.maximum(out, member_ranks)
@@ -642,9 +664,11 @@ class DualMemory(Unlearner):
         LoRA rank (at most the smaller dimension of every target layer).
     alpha : float
         LoRA scale numerator (the update is scaled by ``alpha / rank``).
-    targets : tuple of str
+    targets : tuple of str, optional
         Linear layers to adapt, by name or name suffix (``"attn.q"`` matches
-        ``blocks.<b>.attn.q`` of every block).
+        ``blocks.<b>.attn.q`` of every block). ``None``: the model's ``lora_targets``
+        (``sasrec``: ``("attn.q", "attn.v", "ff.0", "ff.1")``; ``t5rec``: the query and value
+        projections of every attention and both feed-forward projections).
     epochs : int, optional
         Passes over the forget windows.
     lr : float, optional
@@ -701,7 +725,7 @@ class DualMemory(Unlearner):
     exact: ClassVar[bool] = False
 
     def __init__(self, preset: str = "match-gold", rank: int = 8, alpha: float = 16.0,
-                 targets: tuple[str, ...] = _DEFAULT_TARGETS, epochs: int | None = None,
+                 targets: tuple[str, ...] | None = None, epochs: int | None = None,
                  lr: float | None = None, batch_size: int = 128, retain_ratio: float = 5.0,
                  retention_weight: float | None = None, kl_weight: float | None = None,
                  unlikelihood_weight: float | None = None, margin_weight: float | None = None,
@@ -716,7 +740,8 @@ class DualMemory(Unlearner):
         self.preset = preset
         self.rank = rank
         self.alpha = alpha
-        self.targets = tuple(targets) if not isinstance(targets, str) else targets
+        self.targets = (tuple(targets) if targets is not None and not isinstance(targets, str)
+                        else targets)
         self.epochs = epochs
         self.lr = lr
         self.batch_size = batch_size
@@ -776,9 +801,9 @@ class DualMemory(Unlearner):
                 raise ValidationError(f"{name} must be a finite number > 0, got {value!r}")
         if not 0.0 < float(self.threshold) < 1.0:
             raise ValidationError(f"threshold must lie in (0, 1), got {self.threshold!r}")
-        if isinstance(self.targets, str) or not self.targets:
+        if self.targets is not None and (isinstance(self.targets, str) or not self.targets):
             raise ValidationError("targets must be a non-empty tuple of layer names, e.g. "
-                                  f"{_DEFAULT_TARGETS}")
+                                  "('attn.q', 'attn.v'), or None for the model's lora_targets")
 
     # ------------------------------------------------------------------ inputs
     @staticmethod
@@ -846,9 +871,9 @@ class DualMemory(Unlearner):
             ``data``), each the next item after its user's history in ``data``. The main model's
             ranks of them calibrate the rank-target term (``rank_weight``, on in ``match-gold``):
             every forgotten item is pushed down to the rank an unseen record gets (see
-            :func:`calibrated_ranks`). Records of users being forgotten are not used. Without
-            it the rank-target term is off (logged), and ``match-gold`` forgets only through the
-            weak unlikelihood term.
+            :func:`~sisakit.unlearners.dual_memory.calibrated_ranks`). Records of users being
+            forgotten are not used. Without it the rank-target term is off (logged), and
+            ``match-gold`` forgets only through the weak unlikelihood term.
 
         Returns
         -------
@@ -879,7 +904,8 @@ class DualMemory(Unlearner):
         main_sum = _main_checksum(model)
         net = model.network
         dev = next(net.parameters()).device
-        names = _linear_targets(net, self.targets)
+        names = _linear_targets(net, self.targets if self.targets is not None
+                                else tuple(model.lora_targets))
         max_len = int(model.max_len)
         # ---- data: forget windows, retain windows (remaining users' last windows)
         windows, flags = forget_windows(data, remove, max_len)
@@ -988,9 +1014,9 @@ class DualMemory(Unlearner):
         if len(rw):
             inputs, tgt = rw[:, :-1], rw[:, 1:]
             mask = (inputs != PAD) & (tgt != PAD)
-            z_side = side.logits(side(inputs)[mask])
+            z_side = side.logits(side.hidden_at(inputs, mask))
             with torch.no_grad():
-                z_main = net.logits(net(inputs)[mask])
+                z_main = net.logits(net.hidden_at(inputs, mask))
             # forgotten and inactive items leave the KL; inactive ones the retention loss too
             out["kl"] = retain_kl(z_side, z_main, kl_mask)
             if len(inactive_idx):
@@ -1000,9 +1026,11 @@ class DualMemory(Unlearner):
             inputs, tgt = fw[:, :-1], fw[:, 1:]
             mask = ff & (inputs != PAD)
             if bool(mask.any()):
-                z_side = side.logits(side(inputs)[mask])
-                with torch.no_grad():
-                    z_main = net.logits(net(inputs)[mask])
+                z_side = side.logits(side.hidden_at(inputs, mask))
+                z_main = None
+                if float(cfg["margin_weight"]) > 0:  # only its hard negatives need the main
+                    with torch.no_grad():
+                        z_main = net.logits(net.hidden_at(inputs, mask))
                 out.update(forget_losses(
                     z_side, z_main, tgt[mask] - 1, hard_negatives=int(cfg["hard_negatives"]),
                     top_k=int(cfg["top_k"]), margin=float(cfg["margin"]),
@@ -1056,11 +1084,13 @@ class DualMemory(Unlearner):
         for s in range(0, len(windows), bs):  # batches of forget windows
             w, f = windows[s:s + bs].to(dev), flags[s:s + bs].to(dev)
             mask = f & (w[:, :-1] != PAD)
-            logits = net.logits(net(w[:, :-1])[mask])
+            logits = net.logits(net.hidden_at(w[:, :-1], mask))
             member.append(_target_ranks(logits, w[:, 1:][mask] - 1,
                                         _prefix_seen(w[:, :-1], mask, n_items)).cpu())
         member_ranks = torch.cat(member).numpy() if member else np.zeros(0, np.int64)
-        targets = calibrated_ranks(member_ranks, held_ranks)
+        # group by position from the window's end (row-major like the member ranks)
+        cols = torch.nonzero(flags & (windows[:, :-1] != PAD), as_tuple=True)[1].numpy()
+        targets = calibrated_ranks(member_ranks, held_ranks, groups=windows.shape[1] - 2 - cols)
         out = torch.full(flags.shape, -1, dtype=torch.int64)
         out[flags & (windows[:, :-1] != PAD)] = torch.from_numpy(targets)
         report = {"held_out_records": len(hist),
@@ -1080,7 +1110,7 @@ class DualMemory(Unlearner):
         for s in range(0, len(windows), bs):  # batches of forget windows
             w, f = windows[s:s + bs].to(dev), flags[s:s + bs].to(dev)
             mask = f & (w[:, :-1] != PAD)
-            logits = side.logits(side(w[:, :-1])[mask])
+            logits = side.logits(side.hidden_at(w[:, :-1], mask))
             ranks.append(_target_ranks(logits, w[:, 1:][mask] - 1,
                                        _prefix_seen(w[:, :-1], mask, n_items)).cpu())
             need.append(target_rank[s:s + bs][mask.cpu()])
