@@ -582,6 +582,22 @@ def _prefix_seen(inputs: torch.Tensor, mask: torch.Tensor, n_items: int) -> torc
     return seen[:, 1:]
 
 
+@torch.no_grad()
+def _window_ranks(net: nn.Module, windows: torch.Tensor, flags: torch.Tensor, batch: int,
+                  n_items: int) -> torch.Tensor:
+    """Rank (history items left out) of every forgotten target of ``windows`` under ``net``,
+    row-major like ``windows[:, 1:][flags & inputs != PAD]``."""
+    dev = next(net.parameters()).device
+    out = [torch.zeros(0, dtype=torch.int64)]
+    for s in range(0, len(windows), batch):  # batches of forget windows
+        w, f = windows[s:s + batch].to(dev), flags[s:s + batch].to(dev)
+        mask = f & (w[:, :-1] != PAD)
+        logits = net.logits(net.hidden_at(w[:, :-1], mask))
+        out.append(_target_ranks(logits, w[:, 1:][mask] - 1,
+                                 _prefix_seen(w[:, :-1], mask, n_items)).cpu())
+    return torch.cat(out)
+
+
 def _target_ranks(logits: torch.Tensor, targets: torch.Tensor,
                   seen: torch.Tensor | None = None) -> torch.Tensor:
     """Rank of each row's target among its scores: the number of items scored strictly above,
@@ -1080,14 +1096,7 @@ class DualMemory(Unlearner):
             held_ranks.append(_target_ranks(model.score_sequences(h), items[s:s + bs].to(dev),
                                             seen).cpu())
         held_ranks = torch.cat(held_ranks).numpy()
-        member = []
-        for s in range(0, len(windows), bs):  # batches of forget windows
-            w, f = windows[s:s + bs].to(dev), flags[s:s + bs].to(dev)
-            mask = f & (w[:, :-1] != PAD)
-            logits = net.logits(net.hidden_at(w[:, :-1], mask))
-            member.append(_target_ranks(logits, w[:, 1:][mask] - 1,
-                                        _prefix_seen(w[:, :-1], mask, n_items)).cpu())
-        member_ranks = torch.cat(member).numpy() if member else np.zeros(0, np.int64)
+        member_ranks = _window_ranks(net, windows, flags, bs, n_items).numpy()
         # group by position from the window's end (row-major like the member ranks)
         cols = torch.nonzero(flags & (windows[:, :-1] != PAD), as_tuple=True)[1].numpy()
         targets = calibrated_ranks(member_ranks, held_ranks, groups=windows.shape[1] - 2 - cols)
@@ -1104,17 +1113,8 @@ class DualMemory(Unlearner):
     def _check_ranks(self, model: Any, side: nn.Module, windows: torch.Tensor,
                      flags: torch.Tensor, target_rank: torch.Tensor) -> tuple[float, float]:
         """The side memory's HR@10 of the forgotten items and the share at their target rank."""
-        dev = next(side.parameters()).device
-        bs, n_items = int(model.score_batch), int(model.n_items)
-        ranks, need = [], []
-        for s in range(0, len(windows), bs):  # batches of forget windows
-            w, f = windows[s:s + bs].to(dev), flags[s:s + bs].to(dev)
-            mask = f & (w[:, :-1] != PAD)
-            logits = side.logits(side.hidden_at(w[:, :-1], mask))
-            ranks.append(_target_ranks(logits, w[:, 1:][mask] - 1,
-                                       _prefix_seen(w[:, :-1], mask, n_items)).cpu())
-            need.append(target_rank[s:s + bs][mask.cpu()])
-        r, t = torch.cat(ranks), torch.cat(need)
+        r = _window_ranks(side, windows, flags, int(model.score_batch), int(model.n_items))
+        t = target_rank[flags & (windows[:, :-1] != PAD)]
         return float((r < 10).float().mean()), float((r >= t).float().mean())
 
     def _train_router(self, model: Any, serve: torch.Tensor, windows: torch.Tensor,
