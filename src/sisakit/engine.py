@@ -50,6 +50,7 @@ from ._training import (
     shard_records,
     train_shard,
 )
+from ._validation import check_int
 from ._version import __version__
 from .aggregators.base import Aggregator
 from .data import IdMap, Interactions, _as_id_array, canonical_id
@@ -68,12 +69,6 @@ logger = logging.getLogger(__name__)
 def stage_epochs(epochs: int, n_slices: int) -> int:
     """Epochs per slice stage: ``2·epochs/(R+1)``, so a shard sees ``epochs`` passes in total."""
     return max(1, round(2 * epochs / (n_slices + 1)))
-
-
-def _check_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValidationError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
 
 
 def _serialised(method: Any) -> Any:
@@ -150,11 +145,11 @@ class SISA:
         executor: str | Executor = "serial",
         executor_params: dict[str, Any] | None = None,
     ) -> None:
-        self.n_shards = _check_int("n_shards", n_shards, 1)
-        self.n_slices = _check_int("n_slices", n_slices, 1)
-        self.epochs = _check_int("epochs", epochs, 1)
-        self.seed = _check_int("seed", seed, 0)
-        self.threads_per_shard = _check_int("threads_per_shard", threads_per_shard, 1)
+        self.n_shards = check_int("n_shards", n_shards, 1)
+        self.n_slices = check_int("n_slices", n_slices, 1)
+        self.epochs = check_int("epochs", epochs, 1)
+        self.seed = check_int("seed", seed, 0)
+        self.threads_per_shard = check_int("threads_per_shard", threads_per_shard, 1)
         self.device = resolve_device(device)
         self.progress = progress
         self.overwrite = overwrite
@@ -703,7 +698,7 @@ class SISA:
                 f"this model was derived by {self.derived_by}; repartition the original run "
                 "(reopen it with SISA.load), then apply the edit again"
             )
-        new_seed = self.seed if seed is None else _check_int("seed", seed, 0)
+        new_seed = self.seed if seed is None else check_int("seed", seed, 0)
         data = self._data
         if len(data) == 0:
             raise ValidationError("no records are left to repartition; fit the run on new data")
@@ -1657,8 +1652,8 @@ class SISA:
         left); forgotten items are never recommended.
         """
         self._require_fitted()
-        k = _check_int("k", k, 1)
-        batch_size = _check_int("batch_size", batch_size, 1)
+        k = check_int("k", k, 1)
+        batch_size = check_int("batch_size", batch_size, 1)
         n_ok = int(self._data.item_active.sum())
         if k > n_ok:
             raise ValidationError(f"k={k} exceeds the {n_ok} recommendable items; lower k")

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from ._validation import check_int
 from .data import IdMap, Interactions, canonical_id
 from .errors import UnknownIdError, ValidationError
 
@@ -69,12 +70,6 @@ class PoisonedData:
         return {"n_fake": self.n_fake, "n_filler": self.n_filler, "filler": self.filler,
                 "target_item": canonical_id(self.target_item),
                 "fake_records": self.n_fake * (self.n_filler + 1)}
-
-
-def _check_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValidationError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
 
 
 def _item_index(data: Interactions, item: Any) -> int:
@@ -207,15 +202,15 @@ def inject_fake_users(
     if not isinstance(data, Interactions):
         raise ValidationError(f"inject_fake_users() takes sisakit.Interactions, got "
                               f"{type(data).__name__}")
-    n_fake = _check_int("n_fake", n_fake, 1)
-    n_filler = _check_int("n_filler", n_filler, 0)
+    n_fake = check_int("n_fake", n_fake, 1)
+    n_filler = check_int("n_filler", n_filler, 0)
     if filler not in _FILLERS:
         raise ValidationError(f"filler must be one of {_FILLERS}, got {filler!r}")
     target = _item_index(data, target_item)
     candidates = np.flatnonzero(data.item_active)
     candidates = candidates[candidates != target]
     if filler == "popular":
-        size = 2 * n_filler if pool is None else _check_int("pool", pool, n_filler)
+        size = 2 * n_filler if pool is None else check_int("pool", pool, n_filler)
         counts = data.item_counts()[candidates]
         # Most popular first; ties by index so the pool is deterministic.
         candidates = candidates[np.lexsort((candidates, -counts))][:size]

@@ -22,6 +22,7 @@ from torch import nn
 
 from .._device import resolve_device, torch_generator
 from .._rng import INIT, derive_seed, seed_from_tensor
+from .._validation import check_int
 from ..errors import ValidationError
 from ..hookspecs import hookimpl
 from ._module_state import load_module_state, module_state
@@ -83,9 +84,7 @@ class NCF(ShardModel):
 
     def _validate(self) -> None:
         for name in ("factors", "n_negatives", "batch_size", "score_batch"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValidationError(f"{name} must be an integer >= 1, got {value!r}")
+            check_int(name, getattr(self, name), 1)
         if not self.lr > 0:
             raise ValidationError(f"lr must be > 0, got {self.lr!r}")
         if any(int(h) < 1 for h in self.layers):

@@ -30,6 +30,7 @@ from torch.nn import functional as F
 
 from .._device import resolve_device
 from .._rng import INIT, derive_seed, seed_from_tensor
+from .._validation import check_int
 from ..errors import ValidationError
 from ..hookspecs import hookimpl
 from ._module_state import load_module_state, module_state
@@ -227,9 +228,7 @@ class SASRec(ShardModel):
     # ------------------------------------------------------------------ building
     def _validate(self) -> None:
         for name in ("factors", "n_blocks", "n_heads", "max_len", "batch_size", "score_batch"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValidationError(f"{name} must be an integer >= 1, got {value!r}")
+            check_int(name, getattr(self, name), 1)
         if self.factors % self.n_heads:
             raise ValidationError(f"n_heads ({self.n_heads}) must divide factors "
                                   f"({self.factors}); e.g. factors=64, n_heads=2")

@@ -33,6 +33,7 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
+from .._validation import check_int
 from ..data import Interactions
 from ..errors import CheckpointError, ValidationError
 from ..hookspecs import hookimpl
@@ -797,15 +798,10 @@ class DualMemory(Unlearner):
         return out
 
     def _validate(self, cfg: Mapping[str, Any]) -> None:
-        def integer(name: str, value: Any, low: int) -> None:
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-                raise ValidationError(f"{name} must be an integer >= {low}, got {value!r}")
-
-        for name, low in (("rank", 1), ("batch_size", 1), ("router_hidden", 1),
-                          ("router_epochs", 1), ("router_retain", 1)):
-            integer(name, getattr(self, name), low)
-        for name, low in (("epochs", 1), ("hard_negatives", 1), ("top_k", 1)):
-            integer(name, cfg[name], low)
+        for name in ("rank", "batch_size", "router_hidden", "router_epochs", "router_retain"):
+            check_int(name, getattr(self, name), 1)
+        for name in ("epochs", "hard_negatives", "top_k"):
+            check_int(name, cfg[name], 1)
         for name in ("retention_weight", "kl_weight", "unlikelihood_weight", "margin_weight",
                      "topk_weight", "suppress_weight", "rank_weight", "rank_margin"):
             if not (isinstance(cfg[name], (int, float)) and cfg[name] >= 0
@@ -935,7 +931,9 @@ class DualMemory(Unlearner):
         retain_users = np.flatnonzero(has_two.numpy() & ~is_forget)
         retain_seqs = retain_seqs[torch.from_numpy(retain_users)]
         forgotten_items = torch.from_numpy(np.unique(np.asarray(data.item_idx)[remove])).to(dev)
-        inactive = torch.from_numpy(~np.asarray(data.item_active)).to(dev)
+        inactive_idx = torch.from_numpy(np.flatnonzero(~np.asarray(data.item_active))).to(dev)
+        # forgotten and inactive items leave the KL (once, not per step)
+        kl_mask = torch.unique(torch.cat([forgotten_items, inactive_idx]))
         calibration: dict[str, Any] | None = None
         target_rank = None
         if held is not None:
@@ -970,7 +968,7 @@ class DualMemory(Unlearner):
                 for fb, rb in zip(f_parts, r_parts, strict=True):  # loop over mini-batches
                     tr_b = target_rank[fb].to(dev) if target_rank is not None else None
                     losses = self._step(model, side, windows[fb].to(dev), flags[fb].to(dev),
-                                        retain_seqs[rb].to(dev), forgotten_items, inactive, cfg,
+                                        retain_seqs[rb].to(dev), inactive_idx, kl_mask, cfg,
                                         tr_b)
                     total = sum(cfg[f"{k}_weight"] * v for k, v in losses.items())
                     opt.zero_grad(set_to_none=True)
@@ -1016,14 +1014,13 @@ class DualMemory(Unlearner):
         return UnlearnResult(model=result, report=report)
 
     def _step(self, model: Any, side: nn.Module, fw: torch.Tensor, ff: torch.Tensor,
-              rw: torch.Tensor, forgotten_items: torch.Tensor, inactive: torch.Tensor,
+              rw: torch.Tensor, inactive_idx: torch.Tensor, kl_mask: torch.Tensor,
               cfg: Mapping[str, Any], target_rank: torch.Tensor | None = None
               ) -> dict[str, torch.Tensor]:
         """All loss terms of one mini-batch (forget windows ``fw``/``ff``, retain windows ``rw``,
-        ``target_rank`` per forgotten position of ``fw`` when calibrated)."""
+        ``target_rank`` per forgotten position of ``fw`` when calibrated; ``kl_mask``: the items
+        left out of the KL, ``inactive_idx``: those left out of the retention loss too)."""
         net = model.network
-        inactive_idx = torch.nonzero(inactive).flatten()
-        kl_mask = torch.unique(torch.cat([forgotten_items, inactive_idx]))
         zero = next(iter(p for p in side.parameters())).new_zeros(())
         out = {"retention": zero, "kl": zero, "unlikelihood": zero, "margin": zero,
                "topk": zero, "suppress": zero, "rank": zero}
@@ -1081,7 +1078,10 @@ class DualMemory(Unlearner):
         bs = int(model.score_batch)
         keep = ~is_forget[held.user_idx]
         users, items = held.user_idx[keep], torch.from_numpy(held.item_idx[keep])
-        hist = user_sequences(data, int(model.max_len))[torch.from_numpy(users)]
+        # the model's bound histories are data's (unlearn checked it): no second sort
+        seqs = model._history if model._history is not None else user_sequences(
+            data, int(model.max_len))
+        hist = seqs[torch.from_numpy(users)]
         has = (hist != PAD).any(1)
         hist, items = hist[has], items[has]
         if len(hist) == 0:
