@@ -114,8 +114,8 @@ def main(argv: list[str] | None = None) -> dict:
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
-    print(f"batch saves {saving:.0%} of immediate's retrain seconds; targets: {targets}",
-          flush=True)
+    print(f"batch saves {'–' if saving is None else f'{saving:.0%}'} of immediate's retrain "
+          f"seconds; targets: {targets}", flush=True)
     return out
 
 

@@ -56,7 +56,7 @@ from sisakit.split import leave_last_out
 from sisakit.unlearners import DualMemory, ForgetRequest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_sisa import HERE, data_root, machine
+from bench_sisa import HERE, data_root, load_dataset, machine
 
 KS = (10, 20)
 
@@ -67,11 +67,10 @@ def load(name: str, args: argparse.Namespace) -> sisakit.Interactions:
         return sisakit.datasets.synthetic(n_users=200 if args.quick else 943,
                                           n_items=100 if args.quick else 1682,
                                           mean_interactions=25 if args.quick else 60, seed=0)
-    root = data_root()
     if name == "ml-100k":
-        return sisakit.datasets.load_movielens("ml-100k", root / "ml-100k")
+        return load_dataset("ml-100k")
     if name == "ml-1m-2999":
-        path = root / "ml-1m-partial" / "ratings_users_1-2999.dat"
+        path = data_root() / "ml-1m-partial" / "ratings_users_1-2999.dat"
         if not path.is_file():
             sys.exit(f"{path} not found: set SISAKIT_DATA to the folder holding ml-1m-partial/")
         table = np.array(path.read_text().replace("::", " ").split(), dtype=np.int64)
@@ -82,13 +81,10 @@ def load(name: str, args: argparse.Namespace) -> sisakit.Interactions:
 
 
 def last_records(data: sisakit.Interactions, users: np.ndarray) -> np.ndarray:
-    """Index of the latest record (time, then record id) of each of ``users``."""
-    order = np.lexsort((data.record_id, data.timestamp, data.user_idx))
-    u = data.user_idx[order]
-    last = order[np.r_[u[1:] != u[:-1], True]]
-    by_user = np.full(data.n_users, -1)
-    by_user[data.user_idx[last]] = last
-    return by_user[users]
+    """Index of the latest record (time, then record id) of each of ``users`` (-1: none)."""
+    order, starts = time_order(data)
+    ends = np.r_[starts[1:], len(order)]
+    return np.where(ends[users] > starts[users], order[np.maximum(ends[users] - 1, 0)], -1)
 
 
 def prefix_ranking(model, data, idx, max_len) -> dict:

@@ -195,11 +195,8 @@ def run_config(label: str, executors: list[tuple[str, Any]], data: sisakit.Inter
                          row["executor_overhead_seconds"])
     rows = []
     for name, ex in executors:
-        row = {"executor": name, "params": ex.get_params(), **_median_row(runs[name])}
-        for k in ("forget_seconds", "forget_shards_retrained"):
-            if k in runs[name][0]:
-                row[k] = runs[name][0][k]
-        rows.append(row)
+        # forget_* (first round only) come through _median_row as rows[0]'s values
+        rows.append({"executor": name, "params": ex.get_params(), **_median_row(runs[name])})
     serial = rows[0]
     for row in rows:
         row["fit_speedup_vs_serial"] = serial["fit_seconds"] / row["fit_seconds"]

@@ -33,6 +33,7 @@ MODELS = {
     "sasrec": {"factors": 64, "n_blocks": 2, "max_len": 50, "dropout": 0.2, "lr": 0.001},
     "bpr-mf": {"factors": 64, "lr": 0.01, "batch_size": 4096},
 }
+EPOCHS = {"sasrec": 40, "bpr-mf": 30}  # default epochs per model
 
 
 def main(argv=None) -> int:
@@ -40,8 +41,8 @@ def main(argv=None) -> int:
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     p.add_argument("--shards", type=int, nargs="+", default=[1, 5, 10])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--epochs", type=int, nargs="+", default=[40, 30],
-                   help="epochs per model, in --models order")
+    p.add_argument("--epochs", type=int, nargs="+", default=None,
+                   help=f"epochs per model, in --models order, or one for all (default {EPOCHS})")
     p.add_argument("--n-forget", type=int, default=3)
     p.add_argument("--threads", type=int, default=2, help="torch threads per shard")
     p.add_argument("--synthetic", action="store_true", help="use built-in synthetic data")
@@ -51,11 +52,16 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     log = logging.getLogger("bench_sequential")
     logging.getLogger("sisakit").setLevel(logging.WARNING)
+    if args.epochs is None:
+        args.epochs = [EPOCHS[m] for m in args.models]
     if len(args.epochs) == 1:
         args.epochs = args.epochs * len(args.models)
     if args.quick:
-        args.shards, args.seeds, args.epochs, args.n_forget = [1, 2], [0], [2, 2], 1
-    epochs = dict(zip(args.models, args.epochs, strict=False))
+        args.shards, args.seeds, args.n_forget = [1, 2], [0], 1
+        args.epochs = [2] * len(args.models)
+    if len(args.epochs) != len(args.models):
+        p.error(f"--epochs takes one value or one per model ({len(args.models)})")
+    epochs = dict(zip(args.models, args.epochs, strict=True))
     if args.synthetic:
         data = sisakit.datasets.synthetic(n_users=200 if args.quick else 943,
                                           n_items=150 if args.quick else 1682, seed=0)
@@ -94,9 +100,9 @@ def main(argv=None) -> int:
                 rows.append(row)
     summary = []
     for name in args.models:
+        full = [r for r in rows if r["model"] == name and r["n_shards"] == args.shards[0]]
         for s in args.shards:
             sel = [r for r in rows if r["model"] == name and r["n_shards"] == s]
-            full = [r for r in rows if r["model"] == name and r["n_shards"] == args.shards[0]]
             entry = {"model": name, "n_shards": s}
             for key in ("ndcg@10", "hr@10", "ndcg@20", "hr@20", "fit_seconds",
                         "forget_median_seconds"):

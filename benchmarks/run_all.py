@@ -509,7 +509,7 @@ REGISTRY: list[Benchmark] = [
               render_dual_memory, "dual-memory unlearning of `sasrec` vs retraining (ML-100K, "
               "ML-1M users 1-2999; and a memorising SASRec on ML-100K for the MIA): "
               "forget/retain/collateral HR, MIA, time",
-              smoke=(("--synthetic", "--quick"),)),
+              smoke=_SMOKE),
     Benchmark("coordinator", "bench_coordinator.py", "bench_coordinator.json",
               (("--n-requests", "1000"),), render_coordinator,
               "forget-request scheduling on ML-1M pairs: retrain seconds and latency per policy",
