@@ -240,7 +240,7 @@ def check_recovered(run: Path, model: SISA, expected: SISA, acknowledged: list[s
     for m in (model, SISA.load(run)):
         equal, n = parameters_equal(m, expected)
         assert equal and n > 0
-    users = expected.data.user_ids[:20]
+    users = expected.user_ids[:20]
     assert np.array_equal(model.recommend(users, k=5), expected.recommend(users, k=5))
 
 

@@ -449,3 +449,335 @@ def test_read_parquet_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setattr(files_mod, "_pyarrow", lambda: None)
     with pytest.raises(DataError, match="pip install pyarrow"):
         read_interactions(p)
+
+
+# ------------------------------------------- values that must never be silently corrupted
+def _write(tmp_path: Path, text: str | bytes, name: str = "d.csv") -> Path:
+    p = tmp_path / name
+    p.write_bytes(text.encode() if isinstance(text, str) else text)
+    return p
+
+
+@pytest.mark.parametrize("arrow", [True, False])
+@pytest.mark.parametrize("col", ["rating", "weight"])
+@pytest.mark.parametrize("value", ["1e39", "-3.5e38", "1e300"])
+def test_read_csv_float32_overflow_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, arrow: bool, col: str, value: str
+) -> None:
+    if not arrow:
+        monkeypatch.setattr(files_mod, "_pyarrow", lambda: None)
+    p = _write(tmp_path, f"user,item,{col}\n1,2,3\n1,3,{value}\n")
+    with pytest.raises(DataError, match=rf"d\.csv, line 3: column '{col}'.*overflows float32"):
+        read_interactions(p, **{f"{col}_col": col})
+    p = _write(tmp_path, f"user,item,{col}\n1,2,3.4e38\n")
+    assert np.isfinite(getattr(read_interactions(p, **{f"{col}_col": col}), col)).all()
+
+
+@pytest.mark.parametrize("arrow", [True, False])
+@pytest.mark.parametrize("value", ["99999999999999999999", "9223372036854775808",
+                                   "-9223372036854775809", "1e20", "-1e19"])
+def test_read_csv_timestamp_beyond_int64_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, arrow: bool, value: str
+) -> None:
+    if not arrow:
+        monkeypatch.setattr(files_mod, "_pyarrow", lambda: None)
+    p = _write(tmp_path, f"user,item,ts\n1,2,5\n1,3,{value}\n")
+    with pytest.raises(DataError, match=r"line 3: column 'ts'.*does not fit int64 seconds"):
+        read_interactions(p, timestamp_col="ts")
+
+
+def test_read_csv_int64_extremes_are_exact(tmp_path: Path) -> None:
+    lo, hi = -(2**63), 2**63 - 1
+    p = _write(tmp_path, f"user,item,ts\n{hi},{lo},{hi}\n1234567890123456789,2,{lo}\n")
+    for ids in ("auto", "int"):
+        d = read_interactions(p, timestamp_col="ts", ids=ids)
+        assert d.user_ids.tolist() == [1234567890123456789, hi]
+        assert d.item_ids.tolist() == [lo, 2] and d.timestamp.tolist() == [hi, lo]
+    p = _write(tmp_path, "user,item\n9223372036854775808,1\n")
+    assert read_interactions(p).user_ids.tolist() == ["9223372036854775808"]  # auto: text
+    with pytest.raises(DataError, match=r"line 2: column 'user'.*does not fit a 64-bit.*ids='str'"):
+        read_interactions(p, ids="int")
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(-(2**64), 2**64), min_size=1, max_size=30), st.booleans())
+def test_parse_int_strings_matches_python(values: list[int], canonical: bool) -> None:
+    text = np.array([str(v) for v in values])
+    vals, ok = files_mod._parse_int_strings(text, canonical)
+    fits = np.array([-(2**63) <= v < 2**63 for v in values])
+    assert ok.tolist() == fits.tolist()
+    assert vals[ok].tolist() == [v for v, f in zip(values, fits, strict=True) if f]
+
+
+@pytest.mark.parametrize("arrow", [True, False])
+@pytest.mark.parametrize("rows", [["1000", "2020-01-01"], ["2020-01-01", "1000"],
+                                  ["2020-01-01T00:00:00", "1.6e9"]])
+def test_read_csv_mixed_integer_and_iso_timestamps_are_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, arrow: bool, rows: list[str]
+) -> None:
+    if not arrow:
+        monkeypatch.setattr(files_mod, "_pyarrow", lambda: None)
+    p = _write(tmp_path, "user,item,ts\n" + "".join(f"1,{k},{v}\n" for k, v in enumerate(rows)))
+    with pytest.raises(DataError, match=r"line 3: column 'ts'.*mixes integer and ISO-8601.*one kind"):
+        read_interactions(p, timestamp_col="ts")
+
+
+def test_read_csv_fractional_iso_seconds_are_refused(tmp_path: Path) -> None:
+    p = _write(tmp_path, "user,item,ts\n1,2,2020-01-01T00:00:00\n1,3,2020-01-01T00:00:00.5\n")
+    with pytest.raises(DataError, match=r"line 3: column 'ts'.*not a whole number of seconds"):
+        read_interactions(p, timestamp_col="ts")
+    p = _write(tmp_path, "user,item,ts\n1,2,1.5\n")
+    with pytest.raises(DataError, match=r"line 2: column 'ts'.*integer timestamps"):
+        read_interactions(p, timestamp_col="ts")
+    p = _write(tmp_path, "user,item,ts\n1,2,2020-01-01T00:00:00.000\n1,3,1600000000.0\n")
+    with pytest.raises(DataError, match="mixes"):
+        read_interactions(p, timestamp_col="ts")
+    p = _write(tmp_path, "user,item,ts\n1,2,2020-01-01T00:00:00.000\n1,3,2020-01-01 00:00:10\n")
+    assert read_interactions(p, timestamp_col="ts").timestamp.tolist() == [1577836800, 1577836810]
+
+
+def test_from_arrays_and_reader_agree_on_fractional_timestamps(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="fractional"):
+        Interactions.from_arrays([1], [2], timestamp=[1.5])
+    with pytest.raises(DataError, match="integer timestamps"):
+        read_interactions(_write(tmp_path, "user,item,ts\n1,2,1.5\n"), timestamp_col="ts")
+
+
+# -------------------------------------------------------------------- Parquet column types
+@pytest.fixture
+def parquet(tmp_path: Path):
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+
+    def write(**columns: object) -> Path:
+        p = tmp_path / "d.parquet"
+        cols = {"user": pa.array([1, 2]), "item": pa.array([3, 4])}
+        cols.update(columns)
+        pq.write_table(pa.table(cols), p)
+        return p
+
+    return pa, write
+
+
+def test_parquet_uint64_ids_are_refused_or_kept_exactly(parquet) -> None:
+    pa, write = parquet
+    p = write(user=pa.array([1, 2**64 - 1], pa.uint64()))
+    for ids in ("auto", "int"):
+        with pytest.raises(DataError, match=r"row 2: column 'user' holds 18446744073709551615.*"
+                                            r"64-bit.*ids='str'"):
+            read_interactions(p, ids=ids)
+    assert read_interactions(p, ids="str").user_ids.tolist() == ["1", "18446744073709551615"]
+    p = write(user=pa.array([1, 2**63 - 1], pa.uint64()))
+    assert read_interactions(p).user_ids.tolist() == [1, 2**63 - 1]
+
+
+def test_parquet_float_ids_beyond_int64_are_refused(parquet) -> None:
+    pa, write = parquet
+    for ids in ("auto", "str"):
+        with pytest.raises(DataError, match=r"row 2: column 'user' holds 1e\+20.*64-bit"):
+            read_interactions(write(user=pa.array([1.0, 1e20])), ids=ids)
+
+
+@pytest.mark.parametrize("kind", ["struct", "list", "binary", "decimal", "bool", "date"])
+def test_parquet_unsupported_id_types_are_refused(parquet, kind: str) -> None:
+    import datetime
+    import decimal
+
+    pa, write = parquet
+    values = {
+        "struct": pa.array([{"a": 1}, {"a": 2}]), "list": pa.array([[1], [2, 3]]),
+        "binary": pa.array([b"a", b"b"]), "decimal": pa.array([decimal.Decimal("1.5")] * 2),
+        "bool": pa.array([True, False]), "date": pa.array([datetime.date(2020, 1, 1)] * 2),
+    }[kind]
+    with pytest.raises(DataError, match=r"d\.parquet: column 'item' has type .*cannot hold ids; "
+                                        r"supported: integers, whole-valued floats or strings"):
+        read_interactions(write(item=values))
+
+
+def test_parquet_unsupported_value_types_are_refused(parquet) -> None:
+    pa, write = parquet
+    p = write(r=pa.array([[1.0], [2.0]]), ts=pa.array([{"a": 1}, {"a": 2}]))
+    with pytest.raises(DataError, match=r"column 'r' has type list.*cannot hold numbers"):
+        read_interactions(p, rating_col="r")
+    with pytest.raises(DataError, match=r"column 'ts' has type struct.*cannot hold timestamps"):
+        read_interactions(p, timestamp_col="ts")
+    p = write(ts=pa.array([5, 6], pa.duration("s")))
+    with pytest.raises(DataError, match=r"column 'ts' has type duration"):
+        read_interactions(p, timestamp_col="ts")
+
+
+def test_parquet_values_are_exact_or_refused(parquet) -> None:
+    pa, write = parquet
+    with pytest.raises(DataError, match=r"row 2: column 'ts'.*does not fit int64"):
+        read_interactions(write(ts=pa.array([1, 2**64 - 1], pa.uint64())), timestamp_col="ts")
+    with pytest.raises(DataError, match=r"row 1: column 'ts'.*does not fit int64"):
+        read_interactions(write(ts=pa.array([1e20, 1.0])), timestamp_col="ts")
+    ns = pa.array([1_500_000_000_000_000_000, 1_500_000_000_500_000_000], pa.timestamp("ns"))
+    with pytest.raises(DataError, match=r"row 2: column 'ts'.*not a whole number of seconds"):
+        read_interactions(write(ts=ns), timestamp_col="ts")
+    with pytest.raises(DataError, match=r"row 1: column 'r'.*overflows float32"):
+        read_interactions(write(r=pa.array([1e39, 1.0])), rating_col="r")
+    with pytest.raises(DataError, match=r"row 2: column 'user' holds a NUL"):
+        read_interactions(write(user=pa.array(["a", "a\x00"])))
+    tz = pa.array([1_500_000_000, 1_500_000_001], pa.timestamp("s", tz="Europe/Paris"))
+    d = read_interactions(write(ts=tz, r=pa.array([4, 5], pa.uint64())), timestamp_col="ts",
+                          rating_col="r")
+    assert d.timestamp.tolist() == [1_500_000_000, 1_500_000_001] and d.rating.tolist() == [4, 5]
+
+
+# -------------------------------------------------------------------- OS and decoding errors
+@pytest.mark.parametrize("arrow", [True, False])
+def test_read_csv_bad_utf8_past_the_first_chunk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, arrow: bool
+) -> None:
+    if not arrow:
+        monkeypatch.setattr(files_mod, "_pyarrow", lambda: None)
+    n = 300_000  # ~2.4 MB: past the csv module's and pyarrow's first read blocks
+    p = _write(tmp_path, b"user,item\n" + b"1,2\n" * n + b"\xff,3\n" + b"4,5\n")
+    with pytest.raises(DataError, match=rf"d\.csv, line {n + 2}: byte 0xff is not UTF-8.*UTF-8"):
+        read_interactions(p)
+
+
+def test_read_unreadable_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import builtins
+
+    p = _write(tmp_path, "user,item\n1,2\n")
+    real_open = builtins.open
+
+    def deny(file, *args, **kwargs):
+        if Path(str(file)) == p:
+            raise PermissionError(13, "Permission denied", str(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", deny)
+    monkeypatch.setattr(files_mod, "_pyarrow", lambda: None)
+    with pytest.raises(DataError, match=r"cannot read .*d\.csv \(Permission denied\); check"):
+        read_interactions(p)
+
+
+def test_read_unreadable_file_after_the_header(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pa = pytest.importorskip("pyarrow")
+    p = _write(tmp_path, "user,item\n1,2\n")
+
+    def deny(*args, **kwargs):
+        raise pa.ArrowIOError("Permission denied")
+
+    monkeypatch.setattr("pyarrow.csv.read_csv", deny)
+    monkeypatch.setattr(files_mod, "_csv_stdlib", lambda *a: (_ for _ in ()).throw(
+        files_mod._text_error(p, PermissionError(13, "Permission denied"), None)))
+    with pytest.raises(DataError, match=r"cannot read .*Permission denied"):
+        read_interactions(p)
+
+
+@pytest.mark.parametrize("name", ["d.csv", "d.parquet"])
+def test_read_directory_instead_of_file(tmp_path: Path, name: str) -> None:
+    (tmp_path / name).mkdir()
+    with pytest.raises(DataError, match=rf"{name} is a directory, not a \w+ file; pass the path"):
+        read_interactions(tmp_path / name)
+
+
+def test_read_csv_huge_field_is_a_data_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    p = _write(tmp_path, "user,item,z\n1,2,3\n1,2,\"" + "x" * 200_000 + "\n1,2,3\n")
+    monkeypatch.setattr(files_mod, "_pyarrow", lambda: None)
+    with pytest.raises(DataError, match=r"d\.csv, line 3: malformed CSV.*fix that line"):
+        read_interactions(p)
+    monkeypatch.undo()
+    p = _write(tmp_path, "user,item," + "x" * 200_000 + "\n1,2,3\n")
+    with pytest.raises(DataError, match=r"line 1: malformed CSV"):
+        read_interactions(p)
+
+
+def test_read_csv_nul_in_a_field(tmp_path: Path) -> None:
+    p = _write(tmp_path, b"user,item\n1,2\n3,4\x00\n")
+    with pytest.raises(DataError, match=r"line 3: .*NUL"):
+        read_interactions(p)
+
+
+def test_movielens_ratings_path_is_a_directory(tmp_path: Path) -> None:
+    folder = _ml100k(tmp_path / "ml")
+    (folder / "u.data").unlink()
+    (folder / "u.data").mkdir()
+    with pytest.raises(DataError, match=r"u\.data is a directory, not a file.*GroupLens"):
+        load_movielens("ml-100k", folder)
+
+
+def test_movielens_huge_user_id_is_a_malformed_line(tmp_path: Path) -> None:
+    folder = _ml100k(tmp_path / "ml")
+    (folder / "u.user").write_text("1|24|M|technician|85711\n2|53|F|other|94043\n"
+                                   "99999999999999999999|23|M|writer|32067\n")
+    with pytest.raises(DataError, match=r"u\.user, line 3: .*does not fit a 64-bit integer"):
+        load_movielens("ml-100k", folder)
+
+
+# ------------------------------------------------------------------------- argument types
+@pytest.mark.parametrize("path", [None, 3, b"d.csv", 1.5, ["d.csv"]], ids=repr)
+def test_read_interactions_path_type(path: object) -> None:
+    with pytest.raises(ValidationError, match=r"path must be a str or os\.PathLike"):
+        read_interactions(path)
+
+
+def test_read_interactions_nul_in_path() -> None:
+    with pytest.raises(ValidationError, match="NUL character"):
+        read_interactions("a\x00b.csv")
+
+
+@pytest.mark.parametrize("min_rating", [10**400, complex(1, 1), "4", float("nan")], ids=repr)
+def test_min_rating_values(tmp_path: Path, min_rating: object) -> None:
+    p = _write(tmp_path, "user,item,r\n1,2,3\n")
+    with pytest.raises(ValidationError, match=r"min_rating must be a number"):
+        read_interactions(p, rating_col="r", min_rating=min_rating)
+    with pytest.raises(ValidationError, match=r"min_rating must be a number"):
+        load_movielens("ml-100k", _ml100k(tmp_path / "ml"), min_rating=min_rating)
+
+
+@pytest.mark.parametrize("name", [None, 3, ["ml-100k"], b"ml-100k"], ids=repr)
+def test_load_movielens_name_type(tmp_path: Path, name: object) -> None:
+    with pytest.raises(ValidationError, match=r"name must be a string, one of \['ml-100k'"):
+        load_movielens(name, tmp_path)
+
+
+@pytest.mark.parametrize("path", [None, 3, b"ml"], ids=repr)
+def test_load_movielens_path_type(path: object) -> None:
+    with pytest.raises(ValidationError, match=r"path must be a str or os\.PathLike.*ml-100k"):
+        load_movielens("ml-100k", path)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "phrase"),
+    [
+        ({"n_users": 10**12}, r"n_users must be an integer in \[1, 100,000,000\]"),
+        ({"n_users": -5}, r"n_users must be an integer in \[1,"),
+        ({"n_users": 5.0}, r"n_users must be an integer.*5\.0 \(float\)"),
+        ({"n_users": True}, r"n_users must be an integer.*\(bool\)"),
+        ({"n_users": "100"}, r"n_users must be an integer.*'100' \(str\)"),
+        ({"n_items": 10**9}, r"n_items must be an integer in \[1, 10,000,000\]"),
+        ({"n_items": None}, r"n_items must be an integer.*NoneType"),
+        ({"n_factors": 10**6}, r"n_factors must be an integer in \[1, 1,024\]"),
+        ({"n_users": 10**6, "n_items": 10**6}, r"n_users \* n_items.*lower n_users or n_items"),
+        ({"n_users": 10**6, "n_factors": 1000}, r"latent values.*lower n_factors"),
+        ({"n_users": 10**7, "n_items": 1000}, r"records would be generated.*lower n_users"),
+        ({"mean_interactions": float("inf")}, r"mean_interactions must be a finite number > 0"),
+        ({"mean_interactions": float("nan")}, r"mean_interactions must be a finite number"),
+        ({"mean_interactions": 10**400}, r"mean_interactions must be a finite number"),
+        ({"mean_interactions": "30"}, r"mean_interactions must be a finite number"),
+        ({"seed": -1}, r"seed must be an integer >= 0"),
+        ({"seed": 1.5}, r"seed must be an integer >= 0"),
+        ({"n_users": 10**5000}, r"n_users must be an integer.*many digits"),
+    ],
+)
+def test_synthetic_refuses_absurd_sizes_before_allocating(kwargs: dict, phrase: str) -> None:
+    with pytest.raises(ValidationError, match=phrase):
+        synthetic(**kwargs)
+
+
+def test_movielens_genre_flags_must_be_binary(tmp_path: Path) -> None:
+    folder = _ml100k(tmp_path / "ml")
+    lines = (folder / "u.item").read_bytes().decode("latin-1").splitlines()
+    lines[1] = lines[1][:-1] + "2"  # the last genre flag of line 2
+    (folder / "u.item").write_bytes(("\n".join(lines) + "\n").encode("latin-1"))
+    with pytest.raises(DataError, match=r"u\.item, line 2: .*genre flags must be 0 or 1"):
+        load_movielens("ml-100k", folder)

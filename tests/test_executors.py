@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 import sisakit
 from sisakit import plugins
 from sisakit.engine import parameters_equal
-from sisakit.errors import PluginError, ValidationError
+from sisakit.errors import DataError, PluginError, ValidationError
 from sisakit.executors import Executor, JoblibExecutor, RayExecutor, SerialExecutor
 
 SMALL: dict[str, Any] = dict(model_params=dict(factors=8, batch_size=64), epochs=4,
@@ -165,10 +165,16 @@ def test_loaded_run_forgets_on_another_executor(tmp_path, data, joblib_executor)
 
 
 def test_worker_error_surfaces_with_its_type_and_shard(tmp_path, data, executor):
-    bad = make(executor, 2, 2, workdir=tmp_path / "run",
-               model_params=dict(factors=8, batch_size=64, lr=-1.0))
-    with pytest.raises(ValidationError, match="lr must be > 0") as info:
-        bad.fit(data)
+    # Parameters are refused when the model is built, so the failure has to come from the data a
+    # worker trains on: ials refuses negative confidence weights inside partial_fit.
+    weight = np.ones(len(data), np.float32)
+    weight[-1] = -1.0
+    bad_data = sisakit.Interactions.from_arrays(data.user_ids[data.user_idx],
+                                                data.item_ids[data.item_idx], weight=weight)
+    bad = make(executor, 2, 2, workdir=tmp_path / "run", model="ials",
+               model_params=dict(factors=8))
+    with pytest.raises(DataError, match="non-negative interaction weights") as info:
+        bad.fit(bad_data)
     notes = getattr(info.value, "__notes__", [])
     assert any("shard" in n for n in notes) or not hasattr(info.value, "add_note")
     assert not (tmp_path / "run" / "manifest.json").exists()

@@ -577,6 +577,352 @@ CASES.append(Case("cli-resume-missing-checkpoint", lambda c: ["resume", str(c.ru
                   setup=lambda run: (run / _first_ckpt(run)).unlink()))
 
 
+# ============================================================================ data readers and ids (issue 17)
+_BIG = 2**70  # a Python int beyond int64: never a known id, never silently wrapped
+
+
+def _parquet(c: Ctx, **columns: Any) -> Interactions:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    cols = {"user": pa.array([1, 2]), "item": pa.array([3, 4]), **columns}
+    pq.write_table(pa.table(cols), c.tmp / "d.parquet")
+    return read_interactions(c.tmp / "d.parquet", timestamp_col="ts" if "ts" in cols else None)
+
+
+def _denied_csv(c: Ctx) -> Interactions:
+    import builtins
+    from unittest import mock
+
+    from sisakit.datasets import files as files_mod
+
+    path = c.tmp / "locked.csv"
+    path.write_text("user,item\n1,2\n")
+    real_open = builtins.open
+
+    def deny(file: Any, *args: Any, **kwargs: Any) -> Any:
+        if str(file) == str(path):
+            raise PermissionError(13, "Permission denied", str(file))
+        return real_open(file, *args, **kwargs)
+
+    with mock.patch.object(builtins, "open", deny), \
+            mock.patch.object(files_mod, "_pyarrow", lambda: None):
+        return read_interactions(path)
+
+
+def _pa(kind: str) -> Any:
+    import pyarrow as pa
+
+    return {
+        "struct": pa.array([{"a": 1}, {"a": 2}]), "list": pa.array([[1], [2, 3]]),
+        "binary": pa.array([b"a", b"b"]), "uint64": pa.array([1, 2**64 - 1], pa.uint64()),
+        "ns": pa.array([1_500_000_000_000_000_000, 1_500_000_000_500_000_000], pa.timestamp("ns")),
+    }[kind]
+
+
+for _id, _fn, _err, _phrase in [
+    ("data-ragged-user-ids", lambda c: Interactions.from_arrays([[1, 2], [3]], [10, 11]),
+     ValidationError, r"users must be a flat list of ids.*entry 0.*one int or str id per entry"),
+    ("data-nested-id-in-flat-list", lambda c: Interactions.from_arrays([1, [2]], [10, 11]),
+     ValidationError, r"entry 1 is \[2\].*one int or str id per entry"),
+    ("data-pairs-as-item-ids", lambda c: Interactions.from_arrays([1, 2], [(1, 2), (3,)]),
+     ValidationError, r"items must be a flat list of ids"),
+    ("data-user-id-beyond-int64", lambda c: Interactions.from_arrays([1, _BIG], [10, 11]),
+     ValidationError, rf"{_BIG}, which does not fit a 64-bit integer id.*strings"),
+    ("data-uint64-id-would-wrap",
+     lambda c: Interactions.from_arrays(np.array([2**63 + 5], np.uint64), [10]), ValidationError,
+     r"9223372036854775813, which does not fit a 64-bit integer id"),
+    ("data-fractional-timestamp",
+     lambda c: Interactions.from_arrays(_U, _I, timestamp=[1.0, 1.5, 2.0]), DataError,
+     r"fractional values \(records \[1\].*round them"),
+    ("data-timestamp-beyond-int64",
+     lambda c: Interactions.from_arrays(_U, _I, timestamp=[1, 2, _BIG]), DataError,
+     r"does not fit int64 seconds \(records \[2\].*Unix seconds"),
+    ("data-rating-overflows-float32",
+     lambda c: Interactions.from_arrays(_U, _I, rating=[1.0, 1e39, 2.0]), DataError,
+     r"rating overflows float32 \(records \[1\].*rescale"),
+    ("without-ragged-users", lambda c: c.data.without(users=[[1, 2], [3]]), ValidationError,
+     r"users must be a flat list of ids"),
+    ("without-user-beyond-int64", lambda c: c.data.without(users=[1, _BIG]), UnknownIdError,
+     rf"unknown user id\(s\): {_BIG};.*nothing was deleted"),
+    ("csv-rating-overflows-float32",
+     lambda c: _csv(c, "user,item,r\n1,2,3\n1,3,1e39\n", rating_col="r"), DataError,
+     r"data\.csv, line 3: column 'r' holds 1e\+39, which overflows float32.*rescale"),
+    ("csv-timestamp-beyond-int64",
+     lambda c: _csv(c, "user,item,ts\n1,2,99999999999999999999\n", timestamp_col="ts"),
+     DataError, r"line 2: column 'ts'.*does not fit int64 seconds"),
+    ("csv-mixed-integer-and-iso-timestamps",
+     lambda c: _csv(c, "user,item,ts\n1,2,1000\n1,3,2020-01-01\n", timestamp_col="ts"),
+     DataError, r"line 3: column 'ts'.*mixes integer and ISO-8601 timestamps; use one kind"),
+    ("csv-fractional-iso-second",
+     lambda c: _csv(c, "user,item,ts\n1,2,2020-01-01T00:00:00.5\n", timestamp_col="ts"),
+     DataError, r"line 2: column 'ts'.*not a whole number of seconds.*round"),
+    ("csv-int-id-beyond-int64",
+     lambda c: _csv(c, "user,item\n99999999999999999999,1\n", ids="int"), DataError,
+     r"line 2: column 'user'.*does not fit a 64-bit integer id; pass ids='str'"),
+    ("csv-bad-utf8-past-first-chunk",
+     lambda c: _csv(c, b"user,item\n" + b"1,2\n" * 300_000 + b"\xff,3\n"), DataError,
+     r"data\.csv, line 300002: byte 0xff is not UTF-8 text; re-save"),
+    ("csv-permission-denied", _denied_csv, DataError,
+     r"cannot read .*locked\.csv \(Permission denied\); check the path and its permissions"),
+    ("csv-path-is-a-directory",
+     lambda c: ((c.tmp / "dir.csv").mkdir(), read_interactions(c.tmp / "dir.csv")), DataError,
+     r"dir\.csv is a directory, not a csv file; pass the path of the file itself"),
+    ("parquet-uint64-id-beyond-int64", lambda c: _parquet(c, user=_pa("uint64")), DataError,
+     r"row 2: column 'user' holds 18446744073709551615.*pass ids='str'"),
+    ("parquet-struct-id-column", lambda c: _parquet(c, user=_pa("struct")), DataError,
+     r"column 'user' has type struct<a: int64>, which cannot hold ids; supported: integers"),
+    ("parquet-list-id-column", lambda c: _parquet(c, item=_pa("list")), DataError,
+     r"column 'item' has type list<.*cannot hold ids.*Cast the column"),
+    ("parquet-binary-id-column", lambda c: _parquet(c, item=_pa("binary")), DataError,
+     r"column 'item' has type binary, which cannot hold ids"),
+    ("parquet-fractional-timestamp", lambda c: _parquet(c, ts=_pa("ns")), DataError,
+     r"row 2: column 'ts'.*not a whole number of seconds"),
+    ("read-interactions-path-none", lambda c: read_interactions(None), ValidationError,
+     r"path must be a str or os\.PathLike.*NoneType"),
+    ("read-min-rating-huge-int",
+     lambda c: _csv(c, "user,item,r\n1,2,3\n", rating_col="r", min_rating=10**400),
+     ValidationError, r"min_rating must be a number within float range.*pass e\.g\."),
+    ("movielens-name-none", lambda c: load_movielens(None, c.tmp), ValidationError,
+     r"name must be a string, one of \['ml-100k', 'ml-1m'\]"),
+    ("movielens-name-not-a-string", lambda c: load_movielens(["ml-100k"], c.tmp),
+     ValidationError, r"name must be a string.*\(list\)"),
+    ("movielens-path-none", lambda c: load_movielens("ml-100k", None), ValidationError,
+     r"path must be a str or os\.PathLike.*ml-100k folder"),
+    ("synthetic-absurd-n-users", lambda c: sisakit.datasets.synthetic(n_users=10**12),
+     ValidationError, r"n_users must be an integer in \[1, 100,000,000\], got 1000000000000"),
+    ("synthetic-float-n-items", lambda c: sisakit.datasets.synthetic(n_items=50.0),
+     ValidationError, r"n_items must be an integer in \[1, 10,000,000\], got 50\.0 \(float\)"),
+    ("synthetic-too-many-pairs",
+     lambda c: sisakit.datasets.synthetic(n_users=10**6, n_items=10**6), ValidationError,
+     r"user-item pairs is too many.*lower n_users or n_items"),
+    ("synthetic-infinite-mean",
+     lambda c: sisakit.datasets.synthetic(mean_interactions=math.inf), ValidationError,
+     r"mean_interactions must be a finite number > 0.*pass e\.g\."),
+]:
+    CASES.append(Case(_id, _fn, _err, _phrase, seconds=20))
+
+CASES.append(Case("forget-user-beyond-int64", lambda c: c.model.forget(users=[_BIG]),
+                  UnknownIdError, rf"{_BIG}.*remove the unknown ids", run=True, ledger=True))
+CASES.append(Case("recommend-user-beyond-int64", lambda c: c.model.recommend([1, -_BIG], k=3),
+                  UnknownIdError, rf"unknown user id\(s\): {-_BIG};", run=True))
+CASES.append(Case("receive-item-beyond-int64", lambda c: c.model.receive(items=[_BIG]),
+                  UnknownIdError, rf"unknown item id\(s\): {_BIG}", run=True, lock=True))
+
+
+# ============================================================================ the engine's boundary (issue 17)
+def _first_user(run: Path) -> Any:
+    return SISA.load(run, device="cpu", progress=False).user_ids[0]
+
+
+def _forgotten(request_id: str) -> Callable[[Path], None]:
+    """Forget the run's first user under ``request_id`` before the snapshot."""
+    def setup(run: Path) -> None:
+        model = SISA.load(run, device="cpu", progress=False)
+        model.forget(users=[model.user_ids[0]], request_id=request_id)
+    return setup
+
+
+def _tombstone(c: Ctx) -> Any:
+    (tomb,) = set(c.model.data.user_ids.tolist()) - set(c.model.user_ids.tolist())
+    return tomb
+
+
+def _list_file(name: str) -> Callable[[Path], None]:
+    """Re-sign the manifest so that it also lists ``name`` (with a valid-looking checksum)."""
+    return _edit_manifest(lambda m: m["files"].update({name: "0" * 64}))
+
+
+def _nested_manifest(run: Path) -> None:
+    (run / "manifest.json").write_text("[" * 100_000 + "]" * 100_000)
+
+
+def _block_pending(run: Path) -> None:
+    (run / "pending").write_text("not a folder")
+
+
+def _link_out(run: Path) -> None:
+    outside = run.parent / "outside.pt"
+    outside.write_bytes(b"someone else's file")
+    (run / "checkpoints" / "escape.pt").symlink_to(outside)
+    RunStore(run).write_manifest({**_manifest(run), "files": {**_manifest(run)["files"],
+                                                               "checkpoints/escape.pt": "0" * 64}})
+
+
+def _bad_ledger_line(run: Path) -> None:
+    line = {"request": "../../etc", "state": "received", "time": "2026-01-01T00:00:00Z"}
+    (run / "ledger.jsonl").write_text(json.dumps(line) + "\n")
+
+
+def _replace_state_by_file(c: Ctx) -> None:
+    model = c.model  # loaded while the run is whole
+    shutil.rmtree(c.run / "state")
+    (c.run / "state").write_text("a file where a folder was")
+    model.forget(users=[model.user_ids[0]])
+
+
+for _id, _kw, _phrase in [
+    ("config-model-params-not-a-mapping", dict(model_params=[("factors", 4)]),
+     r"model_params must be a dict.*got list.*pass e\.g\. model_params=\{'factors'"),
+    ("config-sharder-params-as-string", dict(sharder_params="n=3"),
+     r"sharder_params must be a dict.*'n=3'.*pass e\.g\. sharder_params=\{'n_bins'"),
+    ("config-aggregator-params-as-int", dict(aggregator_params=3), r"aggregator_params must be"),
+    ("config-executor-params-key-not-str", dict(executor_params={1: 2}),
+     r"executor_params must be a dict of parameter names.*\{1: 2\}.*n_jobs"),
+    ("config-workdir-not-path-like", dict(workdir=3), r"workdir must be a path.*got int 3.*pass e\.g\."),
+    ("config-workdir-as-list", dict(workdir=["runs"]), r"workdir must be a path.*got list"),
+    ("config-progress-as-string", dict(progress="yes"), r"progress must be True, False or None.*'yes'"),
+    ("config-overwrite-as-int", dict(overwrite=2), r"overwrite must be True or False"),
+    ("config-model-lr-as-string", dict(model_params={"factors": 4, "lr": "fast"}),
+     r"lr must be a finite number.*'fast'.*pass e\.g\. lr="),
+    ("config-model-factors-unallocatable", dict(model_params={"factors": 10**9}),
+     r"factors must be a positive integer <= 16,384.*use a value in"),
+    ("config-model-negative-reg", dict(model_params={"factors": 4, "reg": -1.0}),
+     r"reg must be a finite number >= 0"),
+    ("config-model-nan-init-std", dict(model_params={"factors": 4, "init_std": math.nan}),
+     r"init_std must be a finite number"),
+]:
+    CASES.append(Case(_id, lambda c, kw=_kw: SISA(**{**CFG, **kw}), ValidationError, _phrase))
+
+for _id, _fn, _err, _phrase in [
+    ("load-path-none", lambda c: SISA.load(None), ValidationError,
+     r"workdir must be a path.*NoneType"),
+    ("load-path-int", lambda c: SISA.load(3), ValidationError, r"workdir must be a path.*got int"),
+    ("load-lock-timeout-as-string", lambda c: SISA.load(c.run, lock_timeout="x"), ValidationError,
+     r"lock_timeout must be a finite number.*'x'"),
+    ("load-progress-as-string", lambda c: SISA.load(c.run, progress="no"), ValidationError,
+     r"progress must be True, False or None.*'no'"),
+    ("load-resume-as-int", lambda c: SISA.load(c.run, resume=2), ValidationError,
+     r"resume must be True or False"),
+    ("apply-received-none", lambda c: c.model.apply_received(None), ValidationError,
+     r"request_ids must be a list of request ids"),
+    ("apply-received-a-string", lambda c: c.model.apply_received("T-1"), ValidationError,
+     r"request_ids must be a list.*got str 'T-1'.*pass e\.g\."),
+    ("apply-received-unknown-request", lambda c: c.model.apply_received(["T-404"]),
+     ValidationError, r"'T-404'.*receive\(\)"),
+    ("forget-request-id-not-a-string", lambda c: c.model.forget(users=[1], request_id=5),
+     ValidationError, r"request_id must be 1-128 characters.*got 5.*ticket number"),
+    ("forget-users-as-dict", lambda c: c.model.forget(users={1: 2}), ValidationError,
+     r"users must be a list of ids"),
+    ("is-forgotten-unknown-user", lambda c: c.model.is_forgotten(user=GHOST), UnknownIdError,
+     rf"unknown user id\(s\): {GHOST}"),
+    ("is-forgotten-user-beyond-int64", lambda c: c.model.is_forgotten(user=_BIG), UnknownIdError,
+     rf"{_BIG}"),
+    ("copy-target-an-int", lambda c: c.model.copy(3), ValidationError,
+     r"workdir must be a path.*got int 3"),
+    ("copy-target-is-a-file", lambda c: ((c.tmp / "f.txt").write_text("x"),
+                                         c.model.copy(c.tmp / "f.txt")), CheckpointError,
+     r"f\.txt.*(not a directory|choose a new or empty directory)"),
+]:
+    CASES.append(Case(_id, _fn, _err, _phrase, run=True))
+
+
+def _fit_with(assignment: Any) -> Callable[[Ctx], Any]:
+    return lambda c: SISA(**CFG).fit(c.data, assignment=assignment)
+
+
+for _id, _assignment, _phrase in [
+    ("fit-assignment-as-string", "0,1,2", r"assignment must be a \(shard, slice\) pair.*pass assignment="),
+    ("fit-assignment-wrong-length", (np.zeros(3, np.int64), np.zeros(3, np.int64)),
+     r"assignment.*one entry per record"),
+    ("fit-assignment-shard-out-of-range",
+     lambda c: (np.full(len(c.data), 7), np.zeros(len(c.data), np.int64)),
+     r"shard assignment's ids must lie in \[0, 3\).*configure n_shards"),
+    ("fit-assignment-float-slices",
+     lambda c: (np.zeros(len(c.data), np.int64), np.full(len(c.data), 0.5)),
+     r"assignment.*integer"),
+]:
+    def _call(c: Ctx, a: Any = _assignment) -> Any:
+        return _fit_with(a(c) if callable(a) else a)(c)
+    CASES.append(Case(_id, _call, ValidationError, _phrase))
+
+
+for _id, _setup, _phrase in [
+    ("load-manifest-names-parent-folder", _list_file("../victim.txt"),
+     r"'\.\./victim\.txt'.*tampered.*restore"),
+    ("load-manifest-names-absolute-path", _list_file("/etc/passwd"),
+     r"'/etc/passwd', which is an absolute path.*restore"),
+    ("load-manifest-names-windows-drive", _list_file("C:/Windows/win.ini"),
+     r"absolute path.*restore"),
+    ("load-manifest-names-backslash-path", _list_file("..\\victim.txt"),
+     r"not a relative file name.*restore"),
+    ("load-manifest-checkpoint-outside",
+     _edit_manifest(lambda m: m["checkpoints"][0].__setitem__(-1, "../../x.pt")),
+     r"'\.\./\.\./x\.pt'.*tampered"),
+    ("load-manifest-data-file-outside",
+     _edit_manifest(lambda m: m["data_files"].update(space="/tmp/space.npz")),
+     r"absolute path.*restore"),
+    ("load-manifest-names-link-out", _link_out, r"symbolic link.*restore"),
+    ("load-manifest-nested-too-deeply", _nested_manifest, r"corrupt \(RecursionError.*restore"),
+]:
+    CASES.append(Case(_id, _load, CheckpointError, _phrase, run=True, setup=_setup))
+
+for _id, _argv, _setup, _phrase in [
+    ("cli-resume-manifest-names-parent-folder", lambda c: ["resume", str(c.run)],
+     _list_file("../victim.txt"), r"tampered.*restore"),
+    ("cli-resume-manifest-names-absolute-path", lambda c: ["resume", str(c.run)],
+     _list_file("/etc/passwd"), r"absolute path"),
+]:
+    CASES.append(Case(_id, _argv, CheckpointError, _phrase, cli=True, run=True, setup=_setup))
+
+
+@case("forget-reused-request-id-with-other-users", ValidationError,
+      r"request id 'T-1'.*different ids.*pass a new request_id", run=True, lock=True,
+      setup=_forgotten("T-1"))
+def _(c):
+    c.model.forget(users=[c.model.user_ids[0]], request_id="T-1")
+
+
+@case("receive-reused-request-id-with-other-users", ValidationError,
+      r"request id 'T-2'.*different ids.*pass a new request_id", run=True, lock=True,
+      setup=_forgotten("T-2"))
+def _(c):
+    c.model.receive(users=[c.model.user_ids[1]], request_id="T-2")
+
+
+@case("forget-a-tombstone", UnknownIdError, r"unknown user id.*remove the unknown ids", run=True,
+      lock=True, setup=_forgotten("T-3"))
+def _(c):
+    c.model.forget(users=[_tombstone(c)])
+
+
+@case("recommend-a-tombstone", UnknownIdError, r"unknown user id", run=True,
+      setup=_forgotten("T-4"))
+def _(c):
+    c.model.recommend([_tombstone(c)], k=3)
+
+
+@case("receive-a-tombstone", UnknownIdError, r"unknown user id", run=True, lock=True,
+      setup=_forgotten("T-5"))
+def _(c):
+    c.model.receive(users=[_tombstone(c)])
+
+
+@case("is-forgotten-a-tombstone", UnknownIdError, r"unknown user id", run=True,
+      setup=_forgotten("T-6"))
+def _(c):
+    c.model.is_forgotten(user=_tombstone(c))
+
+
+@case("forget-with-blocked-pending-folder", CheckpointError, r"pending.*(restore|remove)",
+      run=True, lock=True, setup=_block_pending)
+def _(c):
+    c.model.forget(users=[c.model.user_ids[0]])
+
+
+@case("forget-with-tampered-ledger-request-id", CheckpointError, r"tampered.*restore", run=True,
+      lock=True, setup=_bad_ledger_line)
+def _(c):
+    c.model.forget(users=[c.model.user_ids[0]])
+
+
+@case("forget-after-state-folder-became-a-file", CheckpointError, r"state.*(restore|re-fit)")
+def _(c):
+    c.run = c.tmp / "own-run"
+    SISA(workdir=c.run, **CFG).fit(c.data)
+    _replace_state_by_file(c)
+
+
 # ============================================================================ the test
 @pytest.fixture(scope="module")
 def data() -> Interactions:
@@ -613,7 +959,7 @@ def assert_unchanged(before: dict, after: dict, *, ledger: bool, lock: bool, err
 
 
 def test_the_corpus_is_big_and_ids_are_unique():
-    assert len(CASES) >= 40
+    assert len(CASES) >= 120
     assert len({c.id for c in CASES}) == len(CASES)
 
 

@@ -26,7 +26,15 @@ from pathlib import Path
 from typing import Any
 
 from .errors import CheckpointError
-from .store import _fsync_dir, _manifest_digest, atomic_write, sha256_bytes
+from .store import (
+    _fsync_dir,
+    _manifest_digest,
+    atomic_write,
+    check_inside,
+    check_listed_names,
+    check_run_name,
+    sha256_bytes,
+)
 
 __all__ = ["FIT_DIR", "FitJournal", "record_checkpoint"]
 
@@ -59,9 +67,15 @@ class FitJournal:
     def exists(self) -> bool:
         return self.path.is_file()
 
+    def _inside(self) -> Path:
+        """The journal folder, refused if it is a link out of the run directory."""
+        if self.dir.exists() or self.dir.is_symlink():
+            check_inside(self.root, self.dir)
+        return self.dir
+
     def start(self, body: dict[str, Any]) -> None:
         """Start a fit: a fresh journal (the progress of any earlier fit is dropped)."""
-        self.dir.mkdir(parents=True, exist_ok=True)
+        self._inside().mkdir(parents=True, exist_ok=True)
         (self.dir / PROGRESS).unlink(missing_ok=True)
         body = {k: v for k, v in body.items() if k != "journal_sha256"}
         body["journal_sha256"] = _manifest_digest(body)
@@ -70,8 +84,9 @@ class FitJournal:
 
     def read(self) -> dict[str, Any]:
         try:
-            body = json.loads(self.path.read_text())
-        except (OSError, ValueError) as exc:
+            self._inside()
+            body = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError, RecursionError) as exc:
             raise CheckpointError(
                 f"the fit journal {self.path} cannot be read ({exc.__class__.__name__}); fit the "
                 "model again with overwrite=True"
@@ -82,12 +97,13 @@ class FitJournal:
                 f"the fit journal {self.path} was modified after sisakit wrote it (its checksum "
                 "does not match); fit the model again with overwrite=True"
             )
+        check_listed_names(self.root, body, "the fit journal")
         return body
 
     def completed(self) -> dict[str, str]:
         """Checkpoint name -> sha256 of every recorded checkpoint (torn lines skipped)."""
         try:
-            text = (self.dir / PROGRESS).read_bytes().decode("utf-8", errors="replace")
+            text = (self._inside() / PROGRESS).read_bytes().decode("utf-8", errors="replace")
         except FileNotFoundError:
             return {}
         out = {}
@@ -104,8 +120,9 @@ class FitJournal:
         """How many of ``names`` (one shard's stages, in order) are recorded and intact."""
         done = self.completed() if done is None else done
         for k, name in enumerate(names):
+            path = check_run_name(self.root, name, "the fit journal")
             try:
-                ok = name in done and sha256_bytes((self.root / name).read_bytes()) == done[name]
+                ok = name in done and sha256_bytes(path.read_bytes()) == done[name]
             except OSError:
                 ok = False
             if not ok:
@@ -114,6 +131,7 @@ class FitJournal:
 
     def remove(self) -> None:
         """Delete the journal (the journal file first: without it the fit is not resumable)."""
+        self._inside()
         self.path.unlink(missing_ok=True)
-        shutil.rmtree(self.dir, ignore_errors=True)
+        shutil.rmtree(self.dir, ignore_errors=True)  # (rmtree refuses to follow a link)
         _fsync_dir(self.root)

@@ -299,7 +299,8 @@ def _participants(sisa: SISA, shards: Iterable[int] | None) -> list[int]:
     if shards is not None:
         chosen = np.asarray(list(shards), dtype=np.int64)
         if len(chosen) and (chosen.min() < 0 or chosen.max() >= sisa.n_shards):
-            raise ValidationError(f"shards must lie in [0, {sisa.n_shards}), got {chosen.tolist()}")
+            raise ValidationError(f"shards must lie in [0, {sisa.n_shards}), got "
+                                  f"{chosen.tolist()}; pass shard numbers of this run")
         mask = np.zeros(sisa.n_shards, dtype=bool)
         mask[chosen] = True
         use &= mask

@@ -20,36 +20,186 @@ def _readonly(a: np.ndarray) -> np.ndarray:
     return a
 
 
-def _as_id_array(values: Any, what: str) -> np.ndarray:
-    """Raw ids as an int64 or unicode array; floats and mixed types are rejected."""
-    arr = np.asarray(values)
-    if arr.dtype.kind == "U" and not isinstance(values, np.ndarray):
-        arr = np.asarray(values, dtype=object)  # numpy turns [1, "2"] into strings: refuse that
+_I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
+_NESTED = (list, tuple, set, frozenset, dict, range, np.ndarray)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
+def _short(v: Any) -> str:
+    """``repr`` of a value for a message: plain Python scalars, at most 60 characters."""
+    v = v.item() if isinstance(v, np.generic) else v
+    if isinstance(v, int) and not isinstance(v, bool) and v.bit_length() > 200:
+        return f"an int of {len(str(abs(v))) if v.bit_length() < 10_000 else 'many'} digits"
+    try:
+        text = repr(v)
+    except (ValueError, RecursionError):  # e.g. an object whose repr fails
+        text = f"<{type(v).__name__}>"
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _nested_error(values: Any, what: str) -> ValidationError:
+    """The error for a ragged or nested id list (``[[1, 2], [3]]``, ``[1, [2]]``)."""
+    try:
+        k, v = next((k, v) for k, v in enumerate(values) if isinstance(v, _NESTED))
+        at = f"entry {k} is {_short(v)}"
+    except (StopIteration, TypeError):
+        at = "it is ragged or nested"
+    return ValidationError(
+        f"{what} must be a flat list of ids, but {at}; pass one int or str id per entry "
+        "(e.g. [1, 2, 3], not [[1, 2], [3]])"
+    )
+
+
+def _oversize_error(v: Any, what: str) -> ValidationError:
+    return ValidationError(
+        f"{what} holds {_short(v)}, which does not fit a 64-bit integer id (range -2**63 .. "
+        "2**63 - 1); use smaller ids, or strings (e.g. str(id))"
+    )
+
+
+def _raw_array(values: Any, what: str) -> np.ndarray:
+    """``values`` as an array without silent type coercion: a list numpy would turn into text
+    or floats (``[1, "2"]``, ``[1, 2**63]``) becomes an object array of its elements; a ragged
+    list is a :class:`ValidationError`."""
+    if isinstance(values, np.ndarray):
+        return values
+    try:
+        arr = np.asarray(values)
+    except (ValueError, TypeError, OverflowError):
+        raise _nested_error(values, what) from None
+    if arr.dtype.kind in "Uf":  # numpy turns [1, "2"] into strings, [1, 2**63] into floats
+        arr = np.asarray(values, dtype=object)
+    return arr
+
+
+def _object_ids(arr: np.ndarray, what: str, oversize: str) -> np.ndarray:
+    """Classify a 1-D object array of ids (a Python loop: object arrays have no fast path)."""
+    vals = arr.tolist()
+    kinds = {type(v) for v in vals}
+    if all(issubclass(k, str) for k in kinds):
+        return arr.astype(str)
+    if any(issubclass(k, _NESTED) for k in kinds):
+        raise _nested_error(vals, what)
+    if all(issubclass(k, (int, np.integer)) and not issubclass(k, (bool, np.bool_))
+           for k in kinds):
+        ints = [int(v) for v in vals]
+        try:
+            return np.array(ints, dtype=np.int64)
+        except OverflowError:
+            huge = max(ints, key=abs)
+            if oversize == "keep" and huge.bit_length() <= 1024:  # a lookup: simply unknown
+                out = np.empty(len(ints), dtype=object)
+                out[:] = ints
+                return out
+            raise _oversize_error(huge, what) from None
+    if all(issubclass(k, (float, np.floating)) for k in kinds):
+        raise ValidationError(
+            f"{what} holds floats (e.g. {_short(vals[0])}); ids must be integers or strings "
+            "(convert float ids with .astype(int) or .astype(str))"
+        )
+    raise ValidationError(
+        f"{what} mixes id types {sorted(k.__name__ for k in kinds)}; use all ints or all "
+        "strings"
+    )
+
+
+def _as_id_array(values: Any, what: str, oversize: str = "raise") -> np.ndarray:
+    """Raw ids as an int64 or unicode array; floats, mixed types, nested lists and ints beyond
+    int64 are rejected (``oversize="keep"``: ints beyond int64 come back as an object array of
+    Python ints, for lookups that report them unknown)."""
+    arr = _raw_array(values, what)
     if arr.ndim != 1:
         raise ValidationError(f"{what} must be one-dimensional, got shape {arr.shape}; pass a flat "
                               "array of ids (e.g. array.ravel())")
     if arr.size == 0:
         return np.zeros(0, dtype=np.int64)
-    if arr.dtype.kind in "iu":
+    if arr.dtype.kind == "i":
+        return arr.astype(np.int64)
+    if arr.dtype.kind == "u":
+        if arr.dtype.itemsize == 8 and int(arr.max()) > _I64_MAX:  # would wrap negative
+            if oversize == "keep":
+                return np.array(arr.tolist(), dtype=object)
+            raise _oversize_error(int(arr.max()), what)
         return arr.astype(np.int64)
     if arr.dtype.kind == "U":
         return arr
     if arr.dtype.kind == "O":
-        kinds = {type(v) for v in arr.tolist()}
-        if all(issubclass(k, str) for k in kinds):
-            return arr.astype(str)
-        if all(issubclass(k, (int, np.integer)) and not issubclass(k, bool) for k in kinds):
-            return arr.astype(np.int64)
-        if not len(arr):
-            return np.zeros(0, dtype=np.int64)
-        raise ValidationError(
-            f"{what} mixes id types {sorted(k.__name__ for k in kinds)}; use all ints or all "
-            "strings"
-        )
+        return _object_ids(arr, what, oversize)
     raise ValidationError(
         f"{what} has dtype {arr.dtype}; ids must be integers or strings (convert float ids "
         "with .astype(int) or .astype(str))"
     )
+
+
+def _numeric_column(name: str, value: Any, n: int) -> np.ndarray:
+    """A per-record column (rating, timestamp, weight) as a numeric 1-D array of ``n`` values."""
+    try:
+        arr = np.asarray(value)
+    except (ValueError, TypeError, OverflowError):
+        raise ValidationError(f"{name} must be a flat numeric array with one value per record "
+                              f"({n}), got a ragged or nested sequence") from None
+    if arr.shape != (n,):
+        raise ValidationError(f"{name} must have shape ({n},), got {arr.shape}")
+    if arr.dtype.kind == "O" and n and all(_is_int(v) for v in arr.tolist()):
+        ints = [int(v) for v in arr.tolist()]  # Python ints numpy could not hold as int64
+        bad = [k for k, v in enumerate(ints) if not _I64_MIN <= v <= _I64_MAX]
+        if name == "timestamp" or not bad:
+            if bad:
+                raise DataError(f"timestamp does not fit int64 seconds (records {bad[:5]}, e.g. "
+                                f"{_short(ints[bad[0]])}); use Unix seconds")
+            return np.array(ints, dtype=np.int64)
+        try:
+            return np.array([float(v) for v in ints], dtype=np.float64)
+        except OverflowError:
+            raise DataError(f"{name} overflows float32 (records {bad[:5]}); rescale it") from None
+    if arr.dtype.kind == "M" and name == "timestamp":
+        raise ValidationError("timestamp must be int64 Unix seconds, got datetimes; convert them "
+                              "with .astype('datetime64[s]').astype(np.int64)")
+    if arr.dtype.kind not in "iuf":
+        raise ValidationError(f"{name} must be numeric, got dtype {arr.dtype}; convert it "
+                              "with .astype(float)")
+    return arr
+
+
+def _records(mask: np.ndarray) -> str:
+    bad = np.flatnonzero(mask)
+    more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+    return f"records {bad[:5].tolist()}{more}"
+
+
+def _check_column(name: str, arr: np.ndarray, dtype: type) -> None:
+    """Refuse values the stored ``dtype`` would change: NaN/inf, float32 overflow, fractional
+    or out-of-range timestamps (never a silent inf, truncation or wrap-around)."""
+    if arr.dtype.kind == "f":
+        bad = ~np.isfinite(arr)
+        if bad.any():
+            raise DataError(f"{name} has NaN or infinite values ({_records(bad)}); drop or "
+                            "impute them")
+        if dtype is np.float32:
+            bad = np.abs(arr) > np.finfo(np.float32).max
+            if bad.any():
+                v = float(arr[np.flatnonzero(bad)[0]])
+                raise DataError(f"{name} overflows float32 ({_records(bad)}, e.g. {v!r}); "
+                                f"{name} is stored as float32 (|x| <= 3.4e38): rescale it")
+        else:
+            bad = arr != np.round(arr)
+            if bad.any():
+                v = float(arr[np.flatnonzero(bad)[0]])
+                raise DataError(f"{name} has fractional values ({_records(bad)}, e.g. {v!r}); "
+                                f"{name}s are whole int64 seconds: round them first "
+                                "(e.g. np.rint) or pass integers")
+            bad = (arr < -(2.0**63)) | (arr >= 2.0**63)
+            if bad.any():
+                raise DataError(f"{name} does not fit int64 seconds ({_records(bad)}); use "
+                                "Unix seconds")
+    elif arr.dtype.kind == "u" and dtype is np.int64 and arr.dtype.itemsize == 8:
+        bad = arr > np.uint64(_I64_MAX)
+        if bad.any():
+            raise DataError(f"{name} does not fit int64 seconds ({_records(bad)}); use Unix "
+                            "seconds")
 
 
 def canonical_id(value: Any) -> Any:
@@ -59,8 +209,10 @@ def canonical_id(value: Any) -> Any:
         value = value.item()
     if isinstance(value, bool) or not isinstance(value, (int, str)):
         raise ValidationError(
-            f"ids must be integers or strings, got {value!r} ({type(value).__name__})"
+            f"ids must be integers or strings, got {_short(value)} ({type(value).__name__})"
         )
+    if isinstance(value, int) and value.bit_length() > 1024:  # far beyond any int64 id
+        raise _oversize_error(value, "ids")
     return value
 
 
@@ -78,7 +230,7 @@ class IdMap:
     """
 
     def __init__(self, ids: np.ndarray, what: str) -> None:
-        self.ids = _readonly(_as_id_array(ids, what))
+        self.ids = _readonly(_as_id_array(ids, f"{what} ids"))
         self.what = what
         self._order = np.argsort(self.ids, kind="stable")
         self._sorted = self.ids[self._order]
@@ -92,25 +244,36 @@ class IdMap:
 
     def lookup(self, raw: Any) -> tuple[np.ndarray, np.ndarray]:
         """Return ``(index, known)``; ``index`` is meaningless where ``known`` is False."""
-        q = np.asarray(raw)
+        q = _raw_array(raw, f"{self.what} ids")
         if q.ndim == 0:
             q = q.reshape(1)
+        if q.ndim > 1:  # any shape: look the ids up flat, answer in the same shape
+            idx, known = self.lookup(q.reshape(-1))
+            return idx.reshape(q.shape), known.reshape(q.shape)
         n = len(q)
-        if n == 0 or len(self.ids) == 0:
+        known = np.ones(n, dtype=bool)
+        id_kind = self.ids.dtype.kind
+        if q.dtype.kind == "u" and id_kind == "i":
+            known = q <= np.uint64(_I64_MAX) if q.dtype.itemsize == 8 else known
+            q = np.where(known, q, 0).astype(np.int64)  # no float promotion in searchsorted
+        elif q.dtype.kind == "O" and n:
+            vals = q.tolist()
+            if any(isinstance(v, _NESTED) for v in vals):
+                raise _nested_error(vals, f"{self.what} ids")
+            if id_kind == "i":
+                known = np.array([_is_int(v) and _I64_MIN <= v <= _I64_MAX for v in vals])
+                q = np.array([int(v) if k else 0 for v, k in zip(vals, known, strict=True)],
+                             dtype=np.int64)
+            else:
+                known = np.array([isinstance(v, str) for v in vals])
+                q = np.array([v if k else "" for v, k in zip(vals, known, strict=True)], dtype=str)
+        elif not ((q.dtype.kind == "i" and id_kind == "i") or (q.dtype.kind == id_kind == "U")):
+            known = np.zeros(n, dtype=bool)  # floats, bools, bytes, other kinds: never ids
+        if n == 0 or len(self.ids) == 0 or not known.any():
             return np.zeros(n, dtype=np.int64), np.zeros(n, dtype=bool)
-        same_kind = (q.dtype.kind in "iu" and self.ids.dtype.kind == "i") or (
-            q.dtype.kind == "U" and self.ids.dtype.kind == "U"
-        )
-        if not same_kind:
-            try:
-                q = _as_id_array(q, self.what)
-            except ValidationError:
-                return np.zeros(n, dtype=np.int64), np.zeros(n, dtype=bool)
-            if q.dtype.kind != self.ids.dtype.kind:
-                return np.zeros(n, dtype=np.int64), np.zeros(n, dtype=bool)
         pos = np.searchsorted(self._sorted, q)
         pos = np.minimum(pos, len(self._sorted) - 1)
-        known = self._sorted[pos] == q
+        known &= self._sorted[pos] == q
         return self._order[pos].astype(np.int64), known
 
     def index(self, raw: Any, kind: str) -> np.ndarray:
@@ -118,7 +281,8 @@ class IdMap:
         idx, known = self.lookup(raw)
         if not known.all():
             q = np.atleast_1d(np.asarray(raw, dtype=object))
-            raise UnknownIdError(kind, q[~known].tolist())
+            raise UnknownIdError(kind, [v.item() if isinstance(v, np.generic) else v
+                                        for v in q[~known].tolist()])
         return idx
 
 
@@ -177,27 +341,22 @@ class Interactions:
     def __post_init__(self) -> None:
         n = len(self.user_idx)
         for name in ("user_idx", "item_idx", "record_id"):
-            arr = np.asarray(getattr(self, name))
+            arr = _safe_array(getattr(self, name), name)
             if arr.ndim != 1 or len(arr) != n:
                 raise ValidationError(f"{name} must be 1-D with {n} entries, got {arr.shape}")
             if arr.dtype.kind not in "iu":
                 raise ValidationError(f"{name} must be integers, got dtype {arr.dtype}")
+            if arr.dtype.kind == "u" and arr.dtype.itemsize == 8 and n and (
+                arr.max() > np.uint64(_I64_MAX)
+            ):
+                raise ValidationError(f"{name} holds values beyond int64; pass int64 values")
             object.__setattr__(self, name, _readonly(arr.astype(np.int64)))
         for name, dtype in (("rating", np.float32), ("timestamp", np.int64), ("weight", np.float32)):
             arr = getattr(self, name)
             if arr is None:
                 continue
-            arr = np.asarray(arr)
-            if arr.shape != (n,):
-                raise ValidationError(f"{name} must have shape ({n},), got {arr.shape}")
-            if arr.dtype.kind not in "iuf":
-                raise ValidationError(f"{name} must be numeric, got dtype {arr.dtype}; convert it "
-                                      "with .astype(float)")
-            if arr.dtype.kind == "f" and not np.isfinite(arr).all():
-                bad = np.flatnonzero(~np.isfinite(arr))[:5].tolist()
-                raise DataError(
-                    f"{name} has NaN or infinite values (records {bad}); drop or impute them"
-                )
+            arr = _numeric_column(name, arr, n)
+            _check_column(name, arr, dtype)
             object.__setattr__(self, name, _readonly(arr.astype(dtype)))
         if n and (self.user_idx.min() < 0 or self.user_idx.max() >= self.n_users):
             raise ValidationError(f"user_idx out of range [0, {self.n_users})")
@@ -209,12 +368,17 @@ class Interactions:
                 raise ValidationError("record_id values must be unique; pass one id per record "
                                       "(e.g. np.arange(n))")
         active = self.item_active
-        active = np.ones(self.n_items, bool) if active is None else np.asarray(active, bool)
+        active = np.ones(self.n_items, bool) if active is None else _safe_array(
+            active, "item_active")
+        if active.dtype != bool and not (active.dtype.kind in "iu" and np.isin(active, (0, 1)).all()):
+            raise ValidationError(f"item_active must be booleans (or 0/1), got dtype {active.dtype}; "
+                                  "pass one True/False flag per item")  # "False" would be True
         if active.shape != (self.n_items,):
             raise ValidationError(f"item_active must have shape ({self.n_items},)")
+        active = active.astype(bool)
         object.__setattr__(self, "item_active", _readonly(active))
         if self.user_features is not None:
-            feats = np.asarray(self.user_features)
+            feats = _safe_array(self.user_features, "user_features")
             if feats.ndim != 2 or feats.shape[0] != self.n_users or feats.dtype.kind not in "iuf":
                 raise ValidationError(
                     f"user_features must be a numeric (n_users, d) = ({self.n_users}, d) array, got "
@@ -222,6 +386,9 @@ class Interactions:
                 )
             if not np.isfinite(feats).all():
                 raise DataError("user_features has NaN or infinite values; drop or impute them")
+            if feats.dtype.kind == "f" and (np.abs(feats) > np.finfo(np.float32).max).any():
+                raise DataError("user_features overflows float32 (|x| <= 3.4e38, how it is "
+                                "stored); rescale it")
             object.__setattr__(self, "user_features", _readonly(feats.astype(np.float32)))
         for table, size, what in (
             ("user_attributes", self.n_users, "users"),
@@ -229,7 +396,7 @@ class Interactions:
         ):
             cols = {}
             for key, col in dict(getattr(self, table)).items():
-                col = np.asarray(col)
+                col = _safe_array(col, f"{table}[{key!r}]")
                 if col.shape[:1] != (size,):
                     raise ValidationError(
                         f"{table}[{key!r}] has {col.shape[:1]} rows; it needs one per {what[:-1]} "
@@ -256,12 +423,22 @@ class Interactions:
         Parameters
         ----------
         users, items : array-like of int or str
-            Raw id of the user and the item of each record.
+            Raw id of the user and the item of each record: a flat list or 1-D array, all ints
+            (each within int64) or all strings.
         rating, timestamp, weight : array-like, optional
-            Per-record columns.
+            Per-record columns. Ratings and weights are stored as float32 (a value beyond
+            |x| <= 3.4e38 is refused, never turned into inf); timestamps as int64 seconds (a
+            fractional or out-of-range value is refused, never truncated or wrapped).
         user_ids, item_ids : array-like, optional
             The full id space (e.g. to include users without records). Defaults to the sorted
             distinct ids seen in ``users`` / ``items``.
+
+        Raises
+        ------
+        ValidationError
+            If ids are nested or ragged, mix types, are floats or do not fit int64.
+        DataError
+            If a per-record value is NaN/infinite or cannot be stored exactly (see above).
         """
         u = _as_id_array(users, "users")
         i = _as_id_array(items, "items")
@@ -290,6 +467,10 @@ class Interactions:
 
     def replace(self, **changes: Any) -> Interactions:
         """A copy with some fields replaced (the id space is shared); the result is validated."""
+        unknown = sorted(set(changes) - set(self._FIELDS))
+        if unknown:
+            raise ValidationError(f"replace() got unknown field(s) {unknown}; fields are "
+                                  f"{list(self._FIELDS)}")
         fields = {name: getattr(self, name) for name in self._FIELDS}
         fields.update(changes)
         return Interactions(**fields)
@@ -322,9 +503,10 @@ class Interactions:
             )
         merged = dict(getattr(self, table))
         for key, col in columns.items():
-            col = np.asarray(col)
-            if len(col) != len(src):
-                raise ValidationError(f"attribute {key!r} has {len(col)} values for {len(src)} ids")
+            col = _safe_array(col, f"attribute {key!r}")
+            if col.ndim == 0 or len(col) != len(src):
+                raise ValidationError(f"attribute {key!r} has {len(col) if col.ndim else 'a single'}"
+                                      f" value(s) for {len(src)} ids; pass one value per id")
             merged[key] = col[pos]
         return self.replace(**{table: merged})
 
@@ -358,6 +540,8 @@ class Interactions:
 
     def same_space(self, other: Interactions) -> bool:
         """True when ``other`` indexes users and items exactly as this does."""
+        if not isinstance(other, Interactions):
+            raise ValidationError(f"same_space() needs Interactions, got {type(other).__name__}")
         return (
             self.user_map is other.user_map or np.array_equal(self.user_ids, other.user_ids)
         ) and (self.item_map is other.item_map or np.array_equal(self.item_ids, other.item_ids))
@@ -412,6 +596,9 @@ class Interactions:
     @classmethod
     def from_state(cls, state: Mapping[str, np.ndarray]) -> Interactions:
         """Rebuild from :meth:`to_state` arrays."""
+        if not isinstance(state, Mapping):
+            raise ValidationError(f"state must be a mapping of arrays (as to_state() returns), "
+                                  f"got {type(state).__name__}")
         try:
             return cls(
                 user_idx=state["user_idx"],
@@ -433,9 +620,19 @@ class Interactions:
     # ------------------------------------------------------------------ subsets and deletion
     def take(self, index: np.ndarray) -> Interactions:
         """Records selected by an integer index or boolean mask, in the same id space."""
-        index = np.asarray(index)
+        index = _safe_array(index, "take() index")
+        n = len(self)
+        if index.size == 0 and index.dtype.kind == "f":  # take([]): no records
+            index = index.astype(np.int64)
         if index.dtype != bool and index.dtype.kind not in "iu":
             raise ValidationError(f"take() needs an integer index or a boolean mask, got {index.dtype}")
+        if index.dtype == bool and index.shape != (n,):
+            raise ValidationError(f"take() needs a boolean mask of shape ({n},), got "
+                                  f"{index.shape}; pass one flag per record")
+        if index.dtype != bool and (index.ndim != 1 or (index.size and (
+                int(index.min()) < -n or int(index.max()) >= n))):
+            raise ValidationError(f"take() needs a 1-D integer index in [0, {n}) (record "
+                                  "positions, not record_id values)")
         # A subset of validated records is valid: skip re-validation (it dominates on 1M rows).
         out = object.__new__(Interactions)
         for name in self._FIELDS:
@@ -458,6 +655,11 @@ class Interactions:
         """
         u_raw = _request_ids(users, "users")
         i_raw = _request_ids(items, "items")
+        if interactions is not None and (
+            isinstance(interactions, (str, bytes)) or not isinstance(interactions, Iterable)
+        ):
+            raise ValidationError("interactions must be a sequence of (user, item) pairs, e.g. "
+                                  f"[(1, 10), (2, 11)], got {_short(interactions)}")
         pairs = [] if interactions is None else list(interactions)
         if any(not isinstance(p, (tuple, list, np.ndarray)) or len(p) != 2 for p in pairs):
             raise ValidationError(
@@ -521,9 +723,35 @@ class Interactions:
         return out
 
 
+def _safe_array(value: Any, what: str, dtype: Any = None) -> np.ndarray:
+    """``np.asarray`` whose ragged-input and conversion errors are :class:`ValidationError`."""
+    try:
+        return np.asarray(value, dtype=dtype)
+    except (ValueError, TypeError, OverflowError):
+        raise ValidationError(f"{what} must be a flat (rectangular) array"
+                              + (f" of {np.dtype(dtype).name}" if dtype is not None else "")
+                              + ", got a ragged, nested or unconvertible sequence") from None
+
+
+def _id_ndim(values: Any, what: str) -> int:
+    """``np.ndim(values)``, but a ragged or nested id list (on which numpy raises ValueError) is
+    a :class:`ValidationError` naming the offending entry."""
+    try:
+        return int(np.ndim(values))
+    except (ValueError, TypeError, OverflowError):
+        raise _nested_error(values, what) from None
+
+
 def _request_ids(values: Iterable[Any] | None, what: str) -> np.ndarray:
+    """Raw ids of a deletion request; ints beyond int64 stay Python ints (unknown ids)."""
     if values is None:
         return np.zeros(0, dtype=np.int64)
     if isinstance(values, (str, bytes)) or np.isscalar(values):
         raise ValidationError(f"{what} must be a list of ids, e.g. [{values!r}], not a single id")
-    return _as_id_array(list(values) if not isinstance(values, np.ndarray) else values, what)
+    if not isinstance(values, np.ndarray):
+        try:
+            values = list(values)
+        except TypeError:
+            raise ValidationError(f"{what} must be a list of ids, got {type(values).__name__}"
+                                  ) from None
+    return _as_id_array(values, what, oversize="keep")

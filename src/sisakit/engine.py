@@ -50,7 +50,7 @@ from ._training import (
     shard_records,
     train_shard,
 )
-from ._validation import check_int
+from ._validation import check_bool, check_int, check_params, check_path
 from ._version import __version__
 from .aggregators.base import Aggregator
 from .data import IdMap, Interactions, _as_id_array, canonical_id
@@ -59,7 +59,7 @@ from .executors.base import Executor
 from .ledger import DeletionLedger, RunLock, check_request_id, new_request_id
 from .models.base import ShardModel
 from .sharders.base import Sharder
-from .store import FORMAT_VERSION, RunStore
+from .store import FORMAT_VERSION, MANIFEST, RunStore, check_run_name, is_inside
 from .unlearners.base import ForgetReport, ForgetRequest
 
 __all__ = ["SISA"]
@@ -151,15 +151,20 @@ class SISA:
         self.seed = check_int("seed", seed, 0)
         self.threads_per_shard = check_int("threads_per_shard", threads_per_shard, 1)
         self.device = resolve_device(device)
-        self.progress = progress
-        self.overwrite = overwrite
-        mparams = dict(model_params or {})
+        self.progress = check_bool("progress", progress, none=True)
+        self.overwrite = check_bool("overwrite", overwrite)
+        if workdir is not None:
+            check_path("workdir", workdir)
+        mparams = check_params("model_params", model_params)
+        sparams = check_params("sharder_params", sharder_params)
+        aparams = check_params("aggregator_params", aggregator_params)
+        eparams = check_params("executor_params", executor_params)
         if isinstance(model, str) and "device" in plugins.get("model", model)._param_names():
             mparams.setdefault("device", str(self.device))
         self._model = plugins.build("model", model, **mparams)
-        self._sharder = plugins.build("sharder", sharder, **(sharder_params or {}))
-        self._aggregator = plugins.build("aggregator", aggregator, **(aggregator_params or {}))
-        self._executor = plugins.build("executor", executor, **(executor_params or {}))
+        self._sharder = plugins.build("sharder", sharder, **sparams)
+        self._aggregator = plugins.build("aggregator", aggregator, **aparams)
+        self._executor = plugins.build("executor", executor, **eparams)
         self.config = self._make_config()
         self._tmp = workdir is None
         if workdir is None:
@@ -236,6 +241,18 @@ class SISA:
         return self._data
 
     @property
+    def user_ids(self) -> np.ndarray:
+        """Raw ids of the run's users that were not forgotten (read-only), in index order.
+
+        ``data.user_ids`` also lists a tombstone in place of each forgotten user's raw id; a
+        tombstone is not a user id (:meth:`recommend` and :meth:`forget` refuse it), while a
+        forgotten user's *original* raw id stays addressable (popularity fallback).
+        """
+        ids = self.data.user_ids
+        dead = self._tombstoned()
+        return ids if dead is None else _readonly_copy(ids[~dead])
+
+    @property
     def n_users(self) -> int:
         return self.data.n_users
 
@@ -295,6 +312,8 @@ class SISA:
             raise ValidationError("fit() got empty data; pass at least one interaction")
         if not data.item_active.any():
             raise ValidationError("every item is inactive; nothing can be recommended")
+        if assignment is not None:
+            assignment = self._assignment_arrays(assignment, len(data))
         self._check_workdir()
         order = np.argsort(data.record_id, kind="stable")
         if np.any(order != np.arange(len(order))):
@@ -412,7 +431,7 @@ class SISA:
         """A generation no run file in the workdir uses yet (0 in a new workdir)."""
         tag = re.compile(r"\.g(\d+)\.")
         found = [int(m.group(1)) for sub in ("checkpoints", "state")
-                 if (self.workdir / sub).is_dir()
+                 if (self.workdir / sub).is_dir() and is_inside(self.workdir, self.workdir / sub)
                  for p in (self.workdir / sub).rglob("*") if (m := tag.search(p.name))]
         if self._store.has_manifest():
             with contextlib.suppress(CheckpointError, KeyError, TypeError, ValueError):
@@ -453,17 +472,44 @@ class SISA:
                 "empty or new directory"
             )
 
+    @staticmethod
+    def _assignment_arrays(assignment: Any, n: int) -> list[np.ndarray]:
+        """``fit(assignment=...)`` as two integer arrays of ``n`` entries (checked for shape and
+        type here; their values by :meth:`_validate_assignment`)."""
+        hint = ("pass assignment=(shard, slice): two integer arrays with one entry per record, "
+                "e.g. the arrays a SISA run stores")
+        if isinstance(assignment, (str, bytes, np.ndarray)) or not isinstance(
+                assignment, (tuple, list)) or len(assignment) != 2:
+            raise ValidationError(f"assignment must be a (shard, slice) pair, got "
+                                  f"{type(assignment).__name__}; {hint}")
+        out = []
+        for name, a in zip(("shard", "slice"), assignment, strict=True):
+            try:
+                arr = np.asarray(a)
+            except (ValueError, TypeError) as exc:  # ragged or nested lists
+                raise ValidationError(f"the {name} assignment is not an array ({exc}); {hint}"
+                                      ) from exc
+            if arr.shape != (n,) or arr.dtype.kind not in "iu":
+                raise ValidationError(
+                    f"the {name} assignment must be an integer array with one entry per record "
+                    f"({n}), got {arr.dtype} {arr.shape}; {hint}")
+            out.append(arr)
+        return out
+
     def _validate_assignment(self, data: Interactions, shard: np.ndarray, slice_: np.ndarray,
                              *, allow_empty: bool = False) -> None:
         for name, arr, hi in (("shard", shard, self.n_shards), ("slice", slice_, self.n_slices)):
             if arr.shape != (len(data),) or arr.dtype.kind not in "iu":
                 raise ValidationError(
                     f"the {name} assignment must be an integer array with one entry per record "
-                    f"({len(data)}), got {arr.dtype} {arr.shape}"
+                    f"({len(data)}), got {arr.dtype} {arr.shape}; pass integer arrays, e.g. "
+                    "the assignment a SISA run stores"
                 )
             if len(arr) and (arr.min() < 0 or arr.max() >= hi):
-                raise ValidationError(f"{name} ids must lie in [0, {hi}), got [{arr.min()}, "
-                                      f"{arr.max()}]")
+                raise ValidationError(
+                    f"the {name} assignment's ids must lie in [0, {hi}) (n_{name}s={hi}), got "
+                    f"[{arr.min()}, {arr.max()}]; renumber the assignment or configure "
+                    f"n_{name}s to match it")
         sizes = np.bincount(shard, minlength=self.n_shards)
         if (sizes == 0).any() and not allow_empty:
             raise ValidationError(
@@ -785,7 +831,12 @@ class SISA:
             the run lock is not released within ``lock_timeout`` while resuming; or, with
             ``resume=False``, if the only run in it is an interrupted first fit.
         """
+        check_path("workdir", workdir)
         resolve_device(device)  # the caller's mistake, before anything is blamed on the run
+        check_bool("progress", progress, none=True)
+        check_bool("resume", resume)
+        if lock_timeout is not None:
+            lock_timeout = _check_lock_timeout(lock_timeout)
         store = RunStore(workdir)
         fitted = None
         if FitJournal(store.root).exists():
@@ -1035,11 +1086,7 @@ class SISA:
 
     @lock_timeout.setter
     def lock_timeout(self, value: float) -> None:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-                0 <= value < float("inf")):
-            raise ValidationError(f"lock_timeout must be a finite number of seconds >= 0, got "
-                                  f"{value!r}")
-        self._lock_timeout = float(value)
+        self._lock_timeout = _check_lock_timeout(value)
 
     @property
     def _ledger(self) -> DeletionLedger:
@@ -1136,15 +1183,42 @@ class SISA:
         with self._locked():
             self._finish_pending()
             ledger = self._ledger
-            if ledger.state(rid) == "applied":
+            hashes = self._request_hashes(request)
+            if ledger.state(rid) == "applied" and self._same_request(rid, hashes):
                 logger.info("deletion request %s was applied before; nothing to do", rid)
                 counts = {k: len(getattr(request, k)) for k in ("users", "items", "interactions")}
                 return ForgetReport(already_forgotten={k: v for k, v in counts.items() if v})
             # Resolve the ids before anything is written: a request refused for unknown ids
             # leaves the run directory unchanged (the resolution is reused by the forget).
             self._resolved = (request, self._data, self._resolve_forget(request))
-            ledger.receive(rid, request, self._request_hashes(request))
+            ledger.receive(rid, request, hashes, run=self._run_tag)
             return self._apply_logged(request, rid, resuming=False)
+
+    @property
+    def _run_tag(self) -> str:
+        """Names this fit in ledger lines (the id hashes' salt changes with every fit)."""
+        return salted_digest("run", self._salt)[:16]
+
+    def _same_request(self, rid: str, hashes: dict[str, list[str]]) -> bool:
+        """Whether ``rid``'s received request (in the ledger) had exactly these ids, in any
+        order; True also when it was never received. A request id names one request: reusing
+        it for other ids would silently drop them, so that raises instead."""
+        line = self._ledger.received_line(rid)
+        if line is None:
+            return True
+        ours = {k: sorted(set(v)) for k, v in hashes.items() if v}
+        theirs = {k: sorted(set(v)) for k, v in (line.get("ids") or {}).items() if v}
+        if line.get("run", self._run_tag) != self._run_tag:
+            why = "a request on an earlier fit of this run directory"
+        elif ours != theirs:
+            why = "a request with different ids"
+        else:
+            return True
+        raise ValidationError(
+            f"request id {rid!r} was already used for {why}; a request id names one deletion "
+            "request (resubmitting the same ids under it is a no-op): pass a new request_id for "
+            "this request"
+        )
 
     def _apply_logged(self, request: ForgetRequest, rid: str, *, resuming: bool) -> ForgetReport:
         """Apply a received request and append its final ledger line (call under the lock)."""
@@ -1264,10 +1338,11 @@ class SISA:
             self._data.resolve(items=list(request.items))
         with self._locked():
             ledger = self._ledger
-            if ledger.state(rid) in ("received", "applied"):
+            hashes = self._request_hashes(request)
+            if ledger.state(rid) in ("received", "applied") and self._same_request(rid, hashes):
                 logger.info("deletion request %s was received before; not received twice", rid)
                 return rid
-            ledger.receive(rid, request, self._request_hashes(request))
+            ledger.receive(rid, request, hashes, run=self._run_tag)
         return rid
 
     def apply_received(self, request_ids: Sequence[str]) -> ForgetReport:
@@ -1296,7 +1371,13 @@ class SISA:
         """
         self._require_fitted()
         self._refuse_derived()
-        ids = [check_request_id(r) for r in dict.fromkeys(request_ids)]
+        if isinstance(request_ids, (str, bytes)) or not isinstance(
+                request_ids, (Sequence, np.ndarray, set, frozenset)):
+            raise ValidationError(
+                f"request_ids must be a list of request ids returned by receive(), got "
+                f"{type(request_ids).__name__} {request_ids!r:.80}; pass e.g. [rid]")
+        ids = [check_request_id(r) for r in request_ids]
+        ids = list(dict.fromkeys(ids))
         with self._locked():
             ledger = self._ledger
             states = ledger.states()
@@ -1372,6 +1453,7 @@ class SISA:
             first = np.full(self.n_shards, self.n_slices, dtype=np.int64)
             np.minimum.at(first, self._shard[remove], self._slice[remove])
             earliest = {int(s): int(first[s]) for s in np.flatnonzero(first < self.n_slices)}
+        snapshot = self._snapshot()  # before anything changes (tombstoning updates the map)
         keep = ~remove
         new_data = data.take(keep)
         space_changed = bool(len(newly_inactive) or len(req.users))
@@ -1388,7 +1470,6 @@ class SISA:
         files = dict(self._files)
         stage_work = self._stage_work(new_shard, new_slice)
         removed = (self._shard[remove], data.user_idx[remove], data.item_idx[remove])
-        snapshot = self._snapshot()
         committed = False
         try:
             self._generation += 1
@@ -1455,6 +1536,13 @@ class SISA:
                       if self._digest("users", p[0]) not in forgotten["users"]]
         noop["interactions"] = len(request.interactions) - len(pairs_live)
         req = data.resolve(users=users_live, interactions=pairs_live, items=request.items)
+        dead = self._tombstoned()
+        if dead is not None:  # a tombstone is not a user id (see _user_lookup)
+            ghosts = [users_live[k] for k in np.flatnonzero(dead[req.users])]
+            ghosts += [pairs_live[k] for k in np.flatnonzero(dead[req.pair_users])]
+            if ghosts:
+                raise UnknownIdError("user", ghosts, "nothing was deleted; remove the unknown ids "
+                                     "and retry")
         new_hashes: dict[str, list[str]] = {"users": [], "items": [], "interactions": []}
         new_hashes["users"] = [self._digest("users", u) for u in users_live]
         for raw, idx in zip(request.items, req.items, strict=True):
@@ -1490,8 +1578,8 @@ class SISA:
             width = max(ids.dtype.itemsize, stones.dtype.itemsize) // 4
             ids = ids.astype(f"<U{width}")
             ids[idx] = stones
-        else:  # integers: fresh negative ids below every id in use
-            ids[idx] = min(int(ids.min()), 0) - 1 - np.arange(len(idx))
+        else:  # integers: ids no user has (never found by a lookup: see _user_lookup)
+            ids[idx] = _unused_ints(ids, len(idx))
         attrs = {}
         for key, col in data.user_attributes.items():
             col = col.copy()
@@ -1551,6 +1639,24 @@ class SISA:
         return next((n for n in self._files if n.startswith("state/aggregator.")), None)
 
     # ------------------------------------------------------------------ scoring
+    def _tombstoned(self) -> np.ndarray | None:
+        """Mask of the user indices whose raw id is a tombstone (None when there is none)."""
+        if not self._tombstones:
+            return None
+        dead = np.zeros(self._data.n_users, dtype=bool)
+        dead[np.fromiter(self._tombstones.values(), dtype=np.int64)] = True
+        return dead
+
+    def _user_lookup(self, raw: Any) -> tuple[np.ndarray, np.ndarray]:
+        """``user_map.lookup`` in which a tombstone is never found: it replaced a forgotten
+        user's raw id in the id space, so it must not be mistaken for a user id (raw ids may
+        be negative ints); the forgotten user is addressed by their original raw id."""
+        idx, known = self._data.user_map.lookup(raw)
+        dead = self._tombstoned()
+        if dead is not None and known.any():
+            known &= ~dead[idx]
+        return idx, known
+
     def _user_index(self, users: Iterable[Any]) -> np.ndarray:
         """Indices of raw user ids; a forgotten user maps to its tombstone (no data left)."""
         if isinstance(users, (str, bytes)) or np.ndim(users) == 0:
@@ -1560,7 +1666,7 @@ class SISA:
             raise ValidationError(f"users must be a 1-D list of raw ids, got shape {raw.shape}")
         if len(raw) == 0:
             raise ValidationError("users is empty; pass at least one raw user id")
-        idx, known = self._data.user_map.lookup(raw)
+        idx, known = self._user_lookup(raw)
         if known.all():
             return idx
         missing = np.flatnonzero(~known)
@@ -1574,7 +1680,7 @@ class SISA:
         unknown = []
         for pos, one_id in zip(missing.tolist(), ids, strict=True):
             if mixed:
-                one, ok = self._data.user_map.lookup(np.array([one_id]))
+                one, ok = self._user_lookup(np.array([one_id]))
                 if ok[0]:
                     idx[pos] = one[0]
                     continue
@@ -1720,20 +1826,37 @@ class SISA:
                 "copy the original run and apply the edit to the copy"
             )
         tmp = workdir is None
+        if not tmp:
+            check_path("workdir", workdir)
         target = Path(tempfile.mkdtemp(prefix="sisakit-run-") if tmp else workdir)
         if not tmp and target.exists() and (not target.is_dir() or any(target.iterdir())):
             raise CheckpointError(
                 f"copy target {target} exists and is not an empty directory; choose a new or "
                 "empty directory (or workdir=None for a temporary one)"
             )
+        existed = target.exists()
         try:
-            for name in [*self._files, "manifest.json"]:  # the manifest last, like a commit
-                (target / name).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(self.workdir / name, target / name)
+            target.mkdir(parents=True, exist_ok=True)
+            for name in [*self._files, MANIFEST]:  # the manifest last, like a commit
+                src, dst = self._store.path(name), check_run_name(target, name, "the copy")
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(src, dst, follow_symlinks=False)
             other = SISA.load(target, device=str(self.device), progress=self.progress)
-        except BaseException:
-            if tmp:
+        except BaseException as exc:
+            # A failed copy leaves the target as it was (absent or empty), never half a run.
+            with contextlib.suppress(OSError):
+                for child in target.iterdir() if existed else ():
+                    if child.is_dir() and not child.is_symlink():
+                        shutil.rmtree(child, ignore_errors=True)
+                    else:
+                        child.unlink()
+            if not existed:
                 shutil.rmtree(target, ignore_errors=True)
+            if isinstance(exc, OSError):
+                raise CheckpointError(
+                    f"cannot copy the run into {target} ({exc.strerror or exc}); choose a "
+                    "writable directory with enough free space"
+                ) from exc
             raise
         other._executor = self._executor  # a runtime choice, not stored in the run
         if tmp:
@@ -1776,7 +1899,16 @@ class SISA:
         if (user is None) == (item is None):
             raise ValidationError("pass exactly one of user= or item=")
         kind, raw = ("users", user) if item is None else ("items", item)
-        return self._digest(kind, canonical_id(raw)) in set(self._forgotten[kind])
+        raw = canonical_id(raw)
+        if self._digest(kind, raw) in set(self._forgotten[kind]):
+            return True
+        query = np.asarray([raw], dtype=object)
+        known = (self._user_lookup(query) if kind == "users"
+                 else self._data.item_map.lookup(query))[1]
+        if not known[0]:
+            raise UnknownIdError(kind[:-1], [raw], f"it is not a {kind[:-1]} id of this run and "
+                                 "was never forgotten here; check the id")
+        return False
 
     def __repr__(self) -> str:
         c = self.config
@@ -1784,6 +1916,43 @@ class SISA:
                 f"aggregator={c['aggregator']['name']!r}, n_shards={self.n_shards}, "
                 f"n_slices={self.n_slices}, epochs={self.epochs}, seed={self.seed}, "
                 f"workdir={str(self.workdir)!r})")
+
+
+def _readonly_copy(a: np.ndarray) -> np.ndarray:
+    a = np.array(a)
+    a.flags.writeable = False
+    return a
+
+
+def _unused_ints(ids: np.ndarray, n: int) -> np.ndarray:
+    """``n`` distinct int64 values not in ``ids``: below every id (``-1, -2, ...`` for
+    non-negative ids), else above every id, else the smallest free values."""
+    lo, hi = int(ids.min()), int(ids.max())
+    info = np.iinfo(np.int64)
+    start = min(lo, 0) - 1
+    if start - n + 1 >= info.min:
+        return start - np.arange(n, dtype=np.int64)
+    if hi + n <= info.max:
+        return hi + 1 + np.arange(n, dtype=np.int64)
+    taken = np.unique(ids)  # ids fill both ends of int64: take the gaps, smallest first
+    out: list[np.ndarray] = []
+    left = n
+    for a, b in zip(taken[:-1].tolist(), taken[1:].tolist(), strict=True):
+        if b - a > 1:
+            k = min(left, b - a - 1)
+            out.append(np.arange(a + 1, a + 1 + k, dtype=np.int64))
+            left -= k
+            if not left:
+                break
+    return np.concatenate(out)
+
+
+def _check_lock_timeout(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or (
+            not 0 <= value < float("inf")):
+        raise ValidationError(f"lock_timeout must be a finite number of seconds >= 0, got "
+                              f"{value!r}")
+    return float(value)
 
 
 def _fit_committed(store: RunStore, journal: dict[str, Any]) -> dict[str, Any] | None:

@@ -34,7 +34,7 @@ from types import TracebackType
 from typing import Any
 
 from .errors import CheckpointError, ValidationError
-from .store import _fsync_dir, atomic_write
+from .store import _fsync_dir, atomic_write, check_inside
 from .unlearners.base import ForgetRequest
 
 try:  # POSIX
@@ -108,6 +108,7 @@ class DeletionLedger:
         self._entries: list[dict[str, Any]] = []
         self._states: dict[str, str] = {}
         self._pending: dict[str, dict[str, Any]] = {}  # insertion order = order received
+        self._received: dict[str, dict[str, Any]] = {}  # the latest received line per id
         self._offset = 0  # bytes of the file parsed so far
         self._guard = b""  # the last bytes before the offset, to detect a rewritten file
         self._ident: tuple[int, int] | None = None
@@ -122,7 +123,7 @@ class DeletionLedger:
         before the parsed offset changed) is parsed again from the start.
         """
         try:
-            with open(self.path, "rb") as fh:
+            with open(self._inside(self.path), "rb") as fh:
                 st = os.fstat(fh.fileno())
                 ident = (st.st_dev, st.st_ino)
                 if self._offset and (ident != self._ident or st.st_size < self._offset
@@ -170,13 +171,25 @@ class DeletionLedger:
         fh.seek(max(0, self._offset - _GUARD))
         return fh.read(min(_GUARD, self._offset))
 
+    def _inside(self, path: Path) -> Path:
+        """``path`` (the ledger or ``pending/``), refused if it is a link out of the run."""
+        if path.exists() or path.is_symlink():
+            check_inside(self.root, path)
+        return path
+
     def _add(self, entry: dict[str, Any]) -> None:
         rid = entry["request"]
+        if not _REQUEST_ID.fullmatch(rid):  # it names a pending file: never a path
+            raise CheckpointError(
+                f"the deletion ledger {self.path} lists request id {rid[:80]!r}, which sisakit "
+                "never writes (it was tampered with); restore the ledger from a backup"
+            )
         self._entries.append(entry)
         self._states[rid] = entry.get("state", "")
         self._pending.pop(rid, None)
         if entry.get("state") == RECEIVED:
             self._pending[rid] = entry
+            self._received[rid] = entry
 
     def entries(self) -> list[dict[str, Any]]:
         """Every well-formed ledger line, in order (a torn last line of a crash is skipped)."""
@@ -193,6 +206,12 @@ class DeletionLedger:
         self._refresh()
         return self._states.get(request_id)
 
+    def received_line(self, request_id: str) -> dict[str, Any] | None:
+        """The latest ``received`` line of one request id (None if it was never received):
+        what a reuse of the id is compared with (its salted id hashes and run tag)."""
+        self._refresh()
+        return self._received.get(request_id)
+
     def pending(self) -> list[dict[str, Any]]:
         """``received`` lines of requests neither applied nor failed, oldest first."""
         self._refresh()
@@ -200,10 +219,10 @@ class DeletionLedger:
 
     def has_pending_files(self) -> bool:
         """Whether any file (pending raw ids, or a write torn by a crash) is in ``pending/``."""
-        return self.pending_dir.is_dir() and any(self.pending_dir.iterdir())
+        return self._inside(self.pending_dir).is_dir() and any(self.pending_dir.iterdir())
 
     def _pending_file(self, request_id: str) -> Path:
-        return self.pending_dir / f"{check_request_id(request_id)}.json"
+        return self._inside(self.pending_dir) / f"{check_request_id(request_id)}.json"
 
     def read_request(self, request_id: str) -> ForgetRequest:
         """The raw ids of a pending request.
@@ -227,7 +246,7 @@ class DeletionLedger:
 
     # -- writing ------------------------------------------------------------------------------
     def receive(self, request_id: str, request: ForgetRequest,
-                hashes: dict[str, list[str]]) -> dict[str, Any]:
+                hashes: dict[str, list[str]], run: str | None = None) -> dict[str, Any]:
         """Make a request durable: its raw ids in a pending file, then the ``received`` line.
 
         Parameters
@@ -238,6 +257,9 @@ class DeletionLedger:
             The raw ids.
         hashes : dict
             Salted hashes of the ids, by kind (what the ledger stores).
+        run : str, optional
+            A tag of the fitted run the hashes belong to (their salt changes with every fit),
+            so a request id reused after a refit is not mistaken for the same request.
 
         Returns
         -------
@@ -246,14 +268,23 @@ class DeletionLedger:
         """
         raw = {k: [list(v) if k == "interactions" else v for v in getattr(request, k)]
                for k in KINDS}
-        atomic_write(self._pending_file(request_id),
-                     json.dumps({"request": request_id, **raw}).encode())
+        path = self._pending_file(request_id)
+        try:
+            atomic_write(path, json.dumps({"request": request_id, **raw}).encode())
+        except OSError as exc:  # e.g. "pending" is a file: the request was not received
+            raise CheckpointError(
+                f"cannot write the pending deletion request {path} ({exc.strerror or exc}); "
+                f"{self.pending_dir} must be a writable folder of the run (remove or rename what "
+                "is there). The request was not received; submit it again"
+            ) from exc
         entry = {
             "request": request_id, "state": RECEIVED, "time": _now(),
             "kinds": [k for k in KINDS if raw[k]],
             "counts": {k: len(raw[k]) for k in KINDS if raw[k]},
             "ids": {k: list(v) for k, v in hashes.items() if v},
         }
+        if run is not None:
+            entry["run"] = run
         self._append(entry)
         return entry
 
@@ -273,7 +304,7 @@ class DeletionLedger:
     def sweep(self) -> None:
         """Delete pending files of no pending request (a crash before the ``received`` line, or
         after the final line) and temporary files torn by a crash. Call it under the lock."""
-        if not self.pending_dir.is_dir():
+        if not self._inside(self.pending_dir).is_dir():
             return
         keep = {f"{e['request']}.json" for e in self.pending()}
         for path in self.pending_dir.iterdir():
@@ -296,7 +327,7 @@ class DeletionLedger:
 
     def _append(self, entry: dict[str, Any]) -> None:
         data = (json.dumps(entry, sort_keys=True) + "\n").encode()
-        new = not self.path.exists()
+        new = not self._inside(self.path).exists()
         with open(self.path, "ab+") as fh:  # appends go to the end whatever the position
             if fh.seek(0, os.SEEK_END):
                 fh.seek(-1, os.SEEK_END)
@@ -344,8 +375,10 @@ class RunLock:
 
     def __enter__(self) -> RunLock:
         path = self.root / LOCK
+        if path.is_symlink():
+            check_inside(self.root, path)
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
         except OSError as exc:
             raise CheckpointError(
                 f"cannot create the lock file {path} ({exc.strerror}); changing a run needs write "

@@ -10,13 +10,14 @@ import csv
 import logging
 import math
 import os
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..data import Interactions
+from ..data import _I64_MAX, _I64_MIN, Interactions, _short
 from ..errors import DataError, ValidationError
 
 __all__ = ["read_interactions"]
@@ -28,11 +29,17 @@ _FORMATS = ("csv", "tsv", "parquet")
 _CHUNK_BYTES = 1 << 22
 _POW10 = 10.0 ** np.arange(16)
 _MAX_DIGITS = 15  # exact in float64 accumulation
+_F32_MAX = float(np.finfo(np.float32).max)
+# the decimal digits of 2**63 - 1 and of 2**63 (the magnitude of the smallest int64)
+_LIM_POS = np.array([int(c) for c in str(_I64_MAX)], np.uint32)
+_LIM_NEG = np.array([int(c) for c in str(-_I64_MIN)], np.uint32)
 
 
 # ---------------------------------------------------------------------------------- helpers
 def _read_bytes(path: Path, hint: str) -> bytes:
     """Bytes of ``path``; a missing or unreadable file is a :class:`DataError` with ``hint``."""
+    if path.is_dir():
+        raise DataError(f"{path} is a directory, not a file; {hint}")
     if not path.is_file():
         raise DataError(f"{path} not found; {hint}")
     try:
@@ -159,14 +166,18 @@ def _field_ints(
     """Convert a list of decimal strings to int64; the first bad one is a malformed line."""
     try:
         return np.array(values, dtype=str).astype(np.int64)
-    except ValueError:
+    except (ValueError, OverflowError):
         for k, v in enumerate(values):
             try:
-                int(v)
+                iv = int(v)
             except ValueError:
-                problem = f"{what} {v!r} is not an integer"
-                raise _malformed(path, int(lines[k]), problem, layout, raw) from None
-        raise  # pragma: no cover - numpy and int() disagree
+                problem = f"{what} {_short(v)} is not an integer"
+            else:
+                if _I64_MIN <= iv <= _I64_MAX:
+                    continue
+                problem = f"{what} {_short(v)} does not fit a 64-bit integer"
+            raise _malformed(path, int(lines[k]), problem, layout, raw) from None
+        raise DataError(f"{path}: the {what} column is not integers; {layout}") from None
 
 
 def _unique(x: np.ndarray) -> np.ndarray:
@@ -180,9 +191,10 @@ def _unique(x: np.ndarray) -> np.ndarray:
 
 # --------------------------------------------------------------------------- column values
 class _BadValue(Exception):
-    """A value of a column cannot be used; ``row`` is its 0-based data row."""
+    """A value of a column cannot be used; ``row`` is its 0-based data row (None: the whole
+    column, e.g. its type)."""
 
-    def __init__(self, column: str, row: int, reason: str) -> None:
+    def __init__(self, column: str, row: int | None, reason: str) -> None:
         super().__init__(reason)
         self.column, self.row, self.reason = column, row, reason
 
@@ -194,17 +206,18 @@ def _strip(x: np.ndarray) -> np.ndarray:
 def _parse_int_strings(s: np.ndarray, canonical: bool) -> tuple[np.ndarray, np.ndarray]:
     """Parse a unicode array of decimal integers; return ``(values, ok)``.
 
-    Vectorised over character positions (at most 19), not rows. ``canonical`` rejects leading
-    zeros and ``-0`` so that e.g. ``"007"`` stays a string id.
+    Every int64 is accepted exactly (up to 19 digits, range-checked); vectorised over
+    character positions (at most 20), not rows. ``canonical`` rejects leading zeros and ``-0``
+    so that e.g. ``"007"`` stays a string id.
     """
     n = len(s)
     s = np.ascontiguousarray(s)
     w = s.dtype.itemsize // 4
     if n == 0 or w == 0:
         return np.zeros(n, np.int64), np.zeros(n, bool)
-    if w > 19:
-        too_long = np.char.str_len(s) > 19
-        vals, ok = _parse_int_strings(s.astype("<U19"), canonical)
+    if w > 20:
+        too_long = np.char.str_len(s) > 20
+        vals, ok = _parse_int_strings(s.astype("<U20"), canonical)
         return vals, ok & ~too_long
     cp = s.view(np.uint32).reshape(n, w)
     neg = cp[:, 0] == 45
@@ -214,16 +227,43 @@ def _parse_int_strings(s: np.ndarray, canonical: bool) -> tuple[np.ndarray, np.n
     isdig = digit < 10
     col = np.arange(w)
     inbody = (col >= neg[:, None]) & (col < length[:, None])
-    ok = (isdig | ~inbody).all(axis=1) & (blen >= 1) & (blen <= 18)
+    ok = (isdig | ~inbody).all(axis=1) & (blen >= 1) & (blen <= 19)
     if canonical:
         first = cp[np.arange(n), neg.astype(np.int64)] if w > 1 else cp[:, 0]
         ok &= (blen == 1) | (first != 48)
         ok &= ~(neg & (first == 48))
+    rows = np.flatnonzero(ok & (blen == 19))
+    if rows.size:  # 19 digits: compare with the int64 limits digit by digit (no wrap-around)
+        at = neg[rows].astype(np.int64)[:, None] + np.arange(19)
+        d = np.take_along_axis(digit[rows], at, axis=1)
+        lim = np.where(neg[rows][:, None], _LIM_NEG, _LIM_POS)
+        diff = d != lim
+        first_diff = diff.argmax(axis=1)
+        m = np.arange(len(rows))
+        ok[rows[diff.any(axis=1) & (d[m, first_diff] > lim[m, first_diff])]] = False
     vals = np.zeros(n, np.int64)
-    use = inbody & isdig
+    if not ok.any():  # e.g. text ids or ISO dates: nothing to accumulate
+        return vals, ok
+    use = inbody & isdig & ok[:, None]
+    digit = digit.astype(np.int64)
     for j in range(w):  # loop over character positions, not rows
-        vals = np.where(use[:, j], vals * 10 + digit[:, j].astype(np.int64), vals)
+        vals = np.where(use[:, j], vals * 10 + digit[:, j], vals)
+    # -2**63 accumulates to 2**63, which wraps to -2**63: negating it gives -2**63 again
     return np.where(neg, -vals, vals), ok
+
+
+def _int_syntax(s: np.ndarray) -> np.ndarray:
+    """Which strings are ``[-]digits`` of any length (integers, whether or not they fit)."""
+    n = len(s)
+    s = np.ascontiguousarray(s)
+    w = s.dtype.itemsize // 4
+    if n == 0 or w == 0:
+        return np.zeros(n, bool)
+    cp = s.view(np.uint32).reshape(n, w)
+    neg = cp[:, 0] == 45
+    length = (cp != 0).sum(axis=1)
+    inbody = (np.arange(w) >= neg[:, None]) & (np.arange(w) < length[:, None])
+    return ((cp - np.uint32(48) < 10) | ~inbody).all(axis=1) & (length - neg >= 1)
 
 
 _ARROW_INT = {"auto": "^(0|-?[1-9][0-9]{0,17})$", "int": "^-?[0-9]{1,18}$"}
@@ -253,22 +293,84 @@ def _to_numpy(x: Any) -> np.ndarray:
     return arr.astype(str) if arr.dtype.kind == "O" else arr
 
 
+_SUPPORTED = {
+    "id": "integers, whole-valued floats or strings",
+    "number": "integers, floats, decimals, booleans or numeric strings",
+    "timestamp": "integers, whole-valued floats, timestamps, dates or ISO-8601 strings",
+}
+
+
+def _check_arrow_type(col: Any, column: str, role: str) -> None:
+    """Refuse a pyarrow column whose type cannot hold ``role`` values (nested, binary, ...)
+    instead of stringifying it."""
+    import pyarrow as pa
+
+    t = col.type
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+    text = (pa.types.is_string(t) or pa.types.is_large_string(t)
+            or getattr(pa.types, "is_string_view", lambda _: False)(t))
+    numeric = pa.types.is_integer(t) or pa.types.is_floating(t)
+    ok = {
+        "id": numeric or text,
+        "number": numeric or text or pa.types.is_decimal(t) or pa.types.is_boolean(t),
+        "timestamp": numeric or text or pa.types.is_timestamp(t) or pa.types.is_date(t),
+    }[role]
+    if not ok and not pa.types.is_null(t):  # an all-null column is reported as null
+        raise _BadValue(
+            column, None,
+            f"has type {t}, which cannot hold {'ids' if role == 'id' else role + 's'}; "
+            f"supported: {_SUPPORTED[role]}. Cast the column (e.g. to string) before writing",
+        )
+
+
+def _no_nul(col: Any, column: str) -> None:
+    """Refuse text ids holding NUL: numpy text drops a trailing NUL, merging distinct ids."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    t = col.type.value_type if pa.types.is_dictionary(col.type) else col.type
+    if not (pa.types.is_string(t) or pa.types.is_large_string(t)):
+        return
+    has = pc.match_substring(col.cast(t), "\x00")
+    if pc.any(has).as_py():
+        row = int(np.flatnonzero(has.to_numpy(zero_copy_only=False))[0])
+        raise _BadValue(column, row, "holds a NUL character; the file looks binary or corrupt: "
+                                     "fix that value")
+
+
 def _convert_ids(x: Any, mode: str, column: str) -> np.ndarray:
     """Raw ids as int64 or str according to ``mode`` (``"auto"``, ``"int"`` or ``"str"``)."""
     if not isinstance(x, np.ndarray):
+        _check_arrow_type(x, column, "id")
+        _no_nul(x, column)
         fast = _arrow_ids(x, mode)
         if fast is not None:
             return fast
         x = _to_numpy(x)
     if x.dtype.kind in "iu":
-        return x.astype(str) if mode == "str" else x.astype(np.int64)
+        if mode == "str":
+            return x.astype(str)
+        if x.dtype.kind == "u" and x.dtype.itemsize == 8 and len(x):
+            big = np.flatnonzero(x > np.uint64(_I64_MAX))
+            if big.size:  # astype(int64) would wrap it negative
+                raise _BadValue(column, int(big[0]),
+                                f"holds {int(x[big[0]])}, which does not fit a 64-bit integer "
+                                "id; pass ids='str' to keep such ids exactly, as text")
+        return x.astype(np.int64)
     if x.dtype.kind == "f":
         bad = np.flatnonzero(~np.isfinite(x) | (x != np.round(x)))
         if bad.size:
             raise _BadValue(
                 column, int(bad[0]),
-                f"holds {x[bad[0]]!r}, which is not an integer id; store ids as integers or text",
+                f"holds {float(x[bad[0]])!r}, which is not an integer id; store ids as integers "
+                "or text",
             )
+        bad = np.flatnonzero((x < -(2.0**63)) | (x >= 2.0**63))
+        if bad.size:
+            raise _BadValue(column, int(bad[0]),
+                            f"holds {float(x[bad[0]])!r}, which does not fit a 64-bit integer id; "
+                            "store ids as integers or text")
         ints = x.astype(np.int64)
         return ints.astype(str) if mode == "str" else ints
     if x.dtype.kind not in "UO":
@@ -285,72 +387,166 @@ def _convert_ids(x: Any, mode: str, column: str) -> np.ndarray:
     if mode == "auto":
         return s
     k = int(np.flatnonzero(~ok)[0])
-    raise _BadValue(column, k, f"holds {s[k]!r}, which is not an integer; pass ids='auto' or 'str'")
+    if _int_syntax(s[k:k + 1])[0]:
+        raise _BadValue(column, k, f"holds {_short(str(s[k]))}, which does not fit a 64-bit "
+                                   "integer id; pass ids='str' to keep such ids exactly, as text")
+    raise _BadValue(column, k, f"holds {_short(str(s[k]))}, which is not an integer; pass "
+                               "ids='auto' or 'str'")
 
 
 def _convert_float(x: Any, column: str) -> np.ndarray:
+    """Ratings and weights as float64 values that float32 (how they are stored) can hold."""
+    if not isinstance(x, np.ndarray):
+        _check_arrow_type(x, column, "number")
     x = _to_numpy(x)
     if x.dtype.kind in "iub":
-        return x.astype(np.float64)
+        return x.astype(np.float64)  # every int64/uint64 is below float32's maximum
     if x.dtype.kind == "f":
         out = x.astype(np.float64)
     else:
         s = _strip(x)
         try:
             out = s.astype(np.float64)
-        except ValueError:
+        except (ValueError, OverflowError):
             for k, v in enumerate(s.tolist()):
                 try:
                     float(v)
-                except ValueError:
-                    raise _BadValue(column, k, f"holds {v!r}, which is not a number") from None
-            raise  # pragma: no cover
+                except (ValueError, OverflowError):
+                    raise _BadValue(column, k, f"holds {_short(v)}, which is not a number"
+                                    ) from None
+            raise _BadValue(column, None, "is not numbers") from None
     bad = np.flatnonzero(~np.isfinite(out))
     if bad.size:
         raise _BadValue(column, int(bad[0]), "is NaN, empty or infinite; drop or impute it")
+    bad = np.flatnonzero(np.abs(out) > _F32_MAX)
+    if bad.size:
+        raise _BadValue(column, int(bad[0]),
+                        f"holds {float(out[bad[0]])!r}, which overflows float32 (how ratings and "
+                        "weights are stored, |x| <= 3.4e38); rescale the column")
     return out
 
 
+def _whole_seconds(x: np.ndarray, column: str) -> np.ndarray:
+    """datetime64 values as int64 Unix seconds; sub-second parts and NaT are refused."""
+    bad = np.flatnonzero(np.isnat(x))
+    if bad.size:
+        raise _BadValue(column, int(bad[0]), "is missing")
+    secs = x.astype("datetime64[s]")
+    with np.errstate(over="ignore"):
+        bad = np.flatnonzero(secs.astype(x.dtype) != x)
+    if bad.size:
+        raise _BadValue(column, int(bad[0]),
+                        f"holds {x[bad[0]]}, which is not a whole number of seconds (timestamps "
+                        "are int64 Unix seconds); round the column to seconds first")
+    return secs.astype(np.int64)
+
+
+def _float_seconds(x: np.ndarray, column: str, text: np.ndarray | None = None) -> np.ndarray:
+    shown = (lambda k: _short(str(text[k]))) if text is not None else (lambda k: repr(float(x[k])))
+    bad = np.flatnonzero(~np.isfinite(x) | (x != np.round(x)))
+    if bad.size:
+        k = int(bad[0])
+        raise _BadValue(column, k, f"holds {shown(k)}; use integer timestamps (whole seconds)")
+    bad = np.flatnonzero((x < -(2.0**63)) | (x >= 2.0**63))
+    if bad.size:
+        k = int(bad[0])
+        raise _BadValue(column, k, f"holds {shown(k)}, which does not fit int64 seconds; use "
+                                   "Unix seconds")
+    return x.astype(np.int64)
+
+
+def _parse_dates(s: np.ndarray) -> np.ndarray:
+    """ISO-8601 text as datetime64, never truncated: at the text's own precision when some
+    value has a fractional second, else (faster) in seconds (raises ValueError)."""
+    fraction = bool(((np.char.find(s, ".") >= 0) | (np.char.find(s, ",") >= 0)).any())
+    with warnings.catch_warnings():  # "no explicit representation of timezones": UTC is meant
+        warnings.simplefilter("ignore")
+        return s.astype("datetime64" if fraction else "datetime64[s]")
+
+
 def _convert_timestamp(x: Any, column: str) -> np.ndarray:
-    """Timestamps as int64: integers, integral floats, datetimes or ISO-8601 text (seconds)."""
+    """Timestamps as int64: integers, integral floats, datetimes or ISO-8601 text (seconds).
+
+    Nothing is truncated or wrapped: fractional seconds, values beyond int64 and a column that
+    mixes integer and ISO-8601 timestamps are refused.
+    """
+    if not isinstance(x, np.ndarray):
+        _check_arrow_type(x, column, "timestamp")
     x = _to_numpy(x)
-    if x.dtype.kind in "iu":
+    if x.dtype.kind == "i":
+        return x.astype(np.int64)
+    if x.dtype.kind == "u":
+        big = np.flatnonzero(x > np.uint64(_I64_MAX)) if x.dtype.itemsize == 8 else []
+        if len(big):
+            raise _BadValue(column, int(big[0]), f"holds {int(x[big[0]])}, which does not fit "
+                                                 "int64 seconds; use Unix seconds")
         return x.astype(np.int64)
     if x.dtype.kind == "M":
-        bad = np.flatnonzero(np.isnat(x))
-        if bad.size:
-            raise _BadValue(column, int(bad[0]), "is missing")
-        return x.astype("datetime64[s]").astype(np.int64)
+        return _whole_seconds(x, column)
     if x.dtype.kind == "f":
-        bad = np.flatnonzero(~np.isfinite(x) | (x != np.round(x)))
-        if bad.size:
-            raise _BadValue(column, int(bad[0]), f"holds {x[bad[0]]!r}; use integer timestamps")
-        return x.astype(np.int64)
+        return _float_seconds(x, column)
+    if x.dtype.kind not in "UO":
+        raise _BadValue(column, 0, f"has type {x.dtype}; use integer timestamps or ISO-8601 text")
     s = _strip(x)
     vals, ok = _parse_int_strings(s, canonical=False)
     if ok.all():
         return vals
-    for conv in (
-        lambda a: a.astype(np.int64),
-        lambda a: _convert_timestamp(a.astype(np.float64), column),
-        lambda a: _convert_timestamp(a.astype("datetime64[s]"), column),
-    ):
+    rest = np.flatnonzero(~ok)
+    try:  # numeric text such as "1.5e9" or "+5"
+        with np.errstate(all="ignore"):
+            num = s[rest].astype(np.float64)
+    except (ValueError, OverflowError):
+        pass
+    else:
+        big = rest[_int_syntax(s[rest])]  # an integer beyond int64: never rounded via float
+        if big.size:
+            raise _BadValue(column, int(big[0]), f"holds {_short(str(s[big[0]]))}, which does "
+                                                 "not fit int64 seconds; use Unix seconds")
         try:
-            return conv(s)
+            vals[rest] = _float_seconds(num, column, s[rest])
+        except _BadValue as e:  # report the row in the whole column
+            raise _BadValue(column, int(rest[e.row]), e.reason) from None
+        return vals
+    if not ok.any():
+        try:
+            dates = _parse_dates(s)
         except (ValueError, OverflowError):
-            continue
-    for k, v in enumerate(s.tolist()):
-        try:
-            int(v)
-        except ValueError:
-            try:
-                np.datetime64(v, "s")
-            except ValueError:
-                raise _BadValue(
-                    column, k,
-                    f"holds {v!r}, which is neither an integer timestamp nor an ISO-8601 date",
-                ) from None
-    raise _BadValue(column, 0, "mixes integer and ISO-8601 timestamps; use one kind")
+            pass
+        else:
+            return _whole_seconds(dates, column)
+    kind0 = None
+    for k, v in enumerate(s.tolist()):  # only on the error path: name the offending row
+        if not ok[k] and _int_syntax(np.array([v]))[0]:
+            raise _BadValue(column, k, f"holds {_short(v)}, which does not fit int64 seconds; "
+                                       "use Unix seconds")
+        kind = "integer" if ok[k] or _is_float(v) else "ISO-8601" if _is_date(v) else None
+        if kind is None:
+            raise _BadValue(
+                column, k,
+                f"holds {_short(v)}, which is neither an integer timestamp nor an ISO-8601 date",
+            )
+        kind0 = kind0 or kind
+        if kind != kind0:
+            raise _BadValue(column, k, f"holds {_short(v)} ({kind}) after {kind0} timestamps: "
+                                       "the column mixes integer and ISO-8601 timestamps; use one "
+                                       "kind")
+    raise _BadValue(column, None, "cannot be read as timestamps")  # pragma: no cover
+
+
+def _is_float(v: str) -> bool:
+    try:
+        float(v)
+    except (ValueError, OverflowError):
+        return False
+    return True
+
+
+def _is_date(v: str) -> bool:
+    try:
+        _parse_dates(np.array([v]))
+    except (ValueError, OverflowError):
+        return False
+    return True
 
 
 # ----------------------------------------------------------------------------- file readers
@@ -362,12 +558,34 @@ def _pyarrow() -> Any | None:
     return pyarrow
 
 
+def _text_error(path: Path, exc: Exception, line: int | None) -> DataError:
+    """A :class:`DataError` for an I/O, decoding or csv-module error while reading ``path``."""
+    if isinstance(exc, UnicodeDecodeError):
+        try:  # name the line of the first byte that is not UTF-8
+            raw = path.read_bytes()
+            raw.decode("utf-8")
+        except UnicodeDecodeError as full:
+            bad = raw[full.start]
+            line = raw.count(b"\n", 0, full.start) + 1
+            return DataError(f"{path}, line {line}: byte 0x{bad:02x} is not UTF-8 text; re-save "
+                             "the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)")
+        except OSError:
+            pass
+        return DataError(f"{path} is not UTF-8 text ({exc.reason}); re-save it as UTF-8")
+    if isinstance(exc, OSError):
+        why = exc.strerror or type(exc).__name__
+        return DataError(f"cannot read {path} ({why}); check the path and its permissions")
+    at = f", line {line}" if line is not None else ""
+    return DataError(f"{path}{at}: malformed CSV ({exc}); fix that line (an unbalanced quote "
+                     "turns the rest of the file into one field)")
+
+
 def _csv_header(path: Path, sep: str) -> list[str]:
     try:
         with open(path, newline="", encoding="utf-8-sig") as fh:
             first = next(csv.reader(fh, delimiter=sep), None)
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path} is not UTF-8 text ({exc}); re-save it as UTF-8") from exc
+    except (UnicodeDecodeError, OSError, csv.Error) as exc:
+        raise _text_error(path, exc, 1) from exc
     if not first:
         raise DataError(f"{path} is empty; expected a header row naming the columns")
     return [h.strip() for h in first]
@@ -381,21 +599,29 @@ def _csv_stdlib(
     cols: list[list[str]] = [[] for _ in wanted]
     lines: list[int] = []
     n = len(header)
-    with open(path, newline="", encoding="utf-8-sig") as fh:
-        reader = csv.reader(fh, delimiter=sep)
-        next(reader, None)
-        for row in reader:
-            if not row:
-                continue
-            if len(row) != n:
-                raise DataError(
-                    f"{path}, line {reader.line_num}: malformed line: expected {n} fields "
-                    f"separated by {sep!r} (as in the header), found {len(row)}; fix or delete "
-                    "that line"
-                )
-            lines.append(reader.line_num)
-            for c, p in zip(cols, pos, strict=True):
-                c.append(row[p])
+    reader = None
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.reader(fh, delimiter=sep)
+            next(reader, None)
+            for row in reader:
+                if not row:
+                    continue
+                if len(row) != n:
+                    raise DataError(
+                        f"{path}, line {reader.line_num}: malformed line: expected {n} fields "
+                        f"separated by {sep!r} (as in the header), found {len(row)}; fix or "
+                        "delete that line"
+                    )
+                lines.append(reader.line_num)
+                for c, p in zip(cols, pos, strict=True):
+                    c.append(row[p])
+                if "\x00" in "".join(row[p] for p in pos):  # numpy text would drop a final NUL
+                    raise DataError(f"{path}, line {reader.line_num}: a field holds a NUL "
+                                    "character; the file looks binary or corrupt: fix that line")
+    except (UnicodeDecodeError, OSError, csv.Error) as exc:
+        raise _text_error(path, exc, None if reader is None else max(reader.line_num, 1)
+                          ) from exc
     out = {w: np.array(c, dtype=str) for w, c in zip(wanted, cols, strict=True)}
     return out, np.array(lines, np.int64)
 
@@ -421,7 +647,7 @@ def _csv_arrow(
                 quoted_strings_can_be_null=False,
             ),
         )
-    except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
+    except (pa.ArrowException, OSError, UnicodeDecodeError) as exc:  # the csv module reports it
         logger.debug("pyarrow could not parse %s (%s); using the csv module", path, exc)
         return None
     return {w: table.column(w) for w in wanted}
@@ -498,6 +724,32 @@ def _infer_format(path: Path, fmt: str | None, sep: str | None) -> tuple[str, st
     return "csv", sep
 
 
+def _as_path(path: Any, name: str, what: str) -> Path:
+    """``path`` as a :class:`Path`; anything but a str or ``os.PathLike`` of str is refused."""
+    try:
+        p = Path(path)
+    except TypeError:
+        raise ValidationError(f"{name} must be a str or os.PathLike naming {what}, got "
+                              f"{_short(path)} ({type(path).__name__})") from None
+    if "\x00" in str(p):
+        raise ValidationError(f"{name} contains a NUL character ({_short(str(p))}); pass {what}")
+    return p
+
+
+def _check_min_rating(min_rating: Any) -> float:
+    """A usable ``min_rating`` as a float (any real number; NaN and huge ints are refused)."""
+    if isinstance(min_rating, bool) or not isinstance(min_rating, (int, float, np.number)):
+        raise ValidationError(f"min_rating must be a number or None, got {_short(min_rating)}")
+    try:
+        value = float(min_rating)
+    except (OverflowError, TypeError, ValueError):
+        raise ValidationError(f"min_rating must be a number within float range, got "
+                              f"{_short(min_rating)}; pass e.g. min_rating=4") from None
+    if math.isnan(value):
+        raise ValidationError("min_rating must be a number, got NaN; pass e.g. min_rating=4")
+    return value
+
+
 # ------------------------------------------------------------------------------ public API
 def read_interactions(
     path: str | os.PathLike[str],
@@ -522,8 +774,11 @@ def read_interactions(
     user_col, item_col : str
         Columns holding the raw user and item ids.
     rating_col, timestamp_col, weight_col : str, optional
-        Columns for the optional per-record values. Timestamps may be integers or ISO-8601
-        dates (converted to Unix seconds).
+        Columns for the optional per-record values. Ratings and weights are stored as float32:
+        a value beyond float32's range (|x| > 3.4e38) is refused, never turned into inf.
+        Timestamps may be integers, whole-valued floats, Parquet timestamps/dates or ISO-8601
+        text, converted exactly to int64 Unix seconds; a fractional second, a value beyond
+        int64 and a column mixing integer and ISO-8601 timestamps are refused.
     sep : str, optional
         Field separator of a text file (one character); inferred from the extension.
     min_rating : float, optional
@@ -534,8 +789,12 @@ def read_interactions(
         Overrides the format inferred from the extension.
     ids : {"auto", "int", "str"}
         How to type raw ids: ``"auto"`` keeps integer columns as ints and converts text
-        columns to ints when every value is a plain decimal integer (no leading zeros),
-        otherwise keeps strings; ``"int"`` requires integers; ``"str"`` keeps text.
+        columns to ints when every value is a plain decimal integer (no leading zeros) that
+        fits int64, otherwise keeps strings; ``"int"`` requires integers; ``"str"`` keeps text
+        (integer columns become their decimal text). Id columns must be integers, whole-valued
+        floats or strings (Parquet struct, list, binary, decimal, ... columns are refused).
+        Integer ids must fit int64: a uint64 Parquet id above 2**63 - 1 is refused with
+        ``"auto"``/``"int"`` (never wrapped negative) and kept exactly, as text, with ``"str"``.
 
     Returns
     -------
@@ -545,21 +804,20 @@ def read_interactions(
     Raises
     ------
     DataError
-        If the file is missing or malformed, a column is missing, a rating/weight is NaN, or
-        pyarrow is needed but not installed. Messages name the file and the line (or row).
+        If the file is missing, a directory, unreadable, not UTF-8 or malformed, a column is
+        missing or of an unsupported type, a value cannot be stored exactly (see above), or
+        pyarrow is needed but not installed. Messages name the file, the line (CSV) or row
+        (Parquet) and the column.
     ValidationError
-        If an argument is invalid.
+        If an argument is invalid (e.g. ``path`` is not a str or path-like).
     """
-    p = Path(path)
+    p = _as_path(path, "path", "a CSV, TSV or Parquet file such as 'ratings.csv'")
     if ids not in _ID_MODES:
         raise ValidationError(f"ids must be one of {list(_ID_MODES)}, got {ids!r}")
     if min_rating is not None:
         if rating_col is None:
             raise ValidationError("min_rating needs rating_col= naming the rating column")
-        if isinstance(min_rating, bool) or not isinstance(min_rating, (int, float, np.number)):
-            raise ValidationError(f"min_rating must be a number, got {min_rating!r}")
-        if math.isnan(float(min_rating)):
-            raise ValidationError("min_rating must be a number, got NaN")
+        min_rating = _check_min_rating(min_rating)
     fmt, sep = _infer_format(p, format, sep)
     roles = {
         "user": user_col, "item": item_col, "rating": rating_col,
@@ -572,6 +830,8 @@ def read_interactions(
     wanted = list(dict.fromkeys(roles.values()))
     if len(wanted) != len(roles):
         raise ValidationError(f"each role needs its own column, got {roles}")
+    if p.is_dir():
+        raise DataError(f"{p} is a directory, not a {fmt} file; pass the path of the file itself")
     if not p.is_file():
         raise DataError(f"{p} not found; pass the path of an existing {fmt} file")
 
@@ -580,7 +840,8 @@ def read_interactions(
         try:
             cols = _read_parquet(p, wanted)
         except _BadValue as e:
-            raise DataError(f"{p}, row {e.row + 1}: column {e.column!r} {e.reason}") from None
+            at = "" if e.row is None else f", row {e.row + 1}"
+            raise DataError(f"{p}{at}: column {e.column!r} {e.reason}") from None
     else:
         assert sep is not None
         header = _csv_header(p, sep)
@@ -602,9 +863,8 @@ def read_interactions(
     try:
         data = _build(cols, roles, ids, min_rating, p)
     except _BadValue as e:
-        raise DataError(
-            f"{p}, {where(e.row)}: column {e.column!r} {e.reason}"
-        ) from None
+        at = "" if e.row is None else f", {where(e.row)}"
+        raise DataError(f"{p}{at}: column {e.column!r} {e.reason}") from None
     logger.info("read %s from %s", data, p)
     return data
 

@@ -7,16 +7,23 @@ yourself (its licence forbids redistribution) and pass the unzipped folder.
 from __future__ import annotations
 
 import logging
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ..data import Interactions
+from ..data import Interactions, _short
 from ..errors import DataError, ValidationError
-from .files import _field_ints, _int_table, _text_rows, _unique
+from .files import (
+    _as_path,
+    _check_min_rating,
+    _field_ints,
+    _int_table,
+    _malformed,
+    _text_rows,
+    _unique,
+)
 
 __all__ = ["MOVIELENS_NAMES", "load_movielens"]
 
@@ -106,24 +113,24 @@ def load_movielens(
     Raises
     ------
     ValidationError
-        If ``name`` is not supported.
+        If ``name`` is not a supported name, ``path`` is not a str or path-like, or
+        ``min_rating`` is not a number.
     DataError
         If the folder or a file is missing, or a line is malformed (the message names the file
         and the 1-based line number).
     """
+    if not isinstance(name, str):
+        raise ValidationError(f"name must be a string, one of {list(MOVIELENS_NAMES)}, got "
+                              f"{_short(name)} ({type(name).__name__})")
     if name not in _LAYOUTS:
         raise ValidationError(
-            f"unknown MovieLens data set {name!r}; supported names: {list(MOVIELENS_NAMES)}"
+            f"unknown MovieLens data set {_short(name)}; supported names: {list(MOVIELENS_NAMES)}"
         )
-    if min_rating is not None and (
-        isinstance(min_rating, bool)
-        or not isinstance(min_rating, (int, float, np.number))
-        or math.isnan(float(min_rating))
-    ):
-        raise ValidationError(f"min_rating must be a number or None, got {min_rating!r}")
+    if min_rating is not None:
+        min_rating = _check_min_rating(min_rating)
     lay = _LAYOUTS[name]
     hint = _hint(name, lay)
-    folder = Path(path)
+    folder = _as_path(path, "path", f"the unzipped {name} folder")
     if folder.is_file():
         raise DataError(f"{folder} is a file, not a folder; {hint}")
     if not folder.is_dir():
@@ -190,7 +197,12 @@ def _attach_items(
     _no_duplicates(ids, lines, path, "movie")
     titles = np.array(cols[1], dtype=str)
     if ml100k:
-        flags = np.array(rows, dtype=str)[:, 5:] == "1"
+        text = np.array(rows, dtype=str)[:, 5:]
+        bad = np.flatnonzero(~np.isin(text, ("0", "1")).all(axis=1))
+        if bad.size:  # anything but 0/1 would silently read as "not this genre"
+            problem = f"genre flags must be 0 or 1, got {text[bad[0]].tolist()}"
+            raise _malformed(path, int(lines[bad[0]]), problem, lay.items_layout, raw)
+        flags = text == "1"
         names = np.array(_ML100K_GENRES, dtype=object)
         genres = np.array(["|".join(names[f]) for f in flags], dtype=str)
     else:

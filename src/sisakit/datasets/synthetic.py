@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+import math
 import numbers
 
 import numpy as np
 
-from ..data import Interactions
+from ..data import Interactions, _short
 from ..errors import ValidationError
 
 __all__ = ["synthetic"]
@@ -18,13 +19,23 @@ _CHUNK_CELLS = 1 << 22  # users x items cells sampled at once
 _T0 = 1_500_000_000  # 2017-07-14, start of the synthetic clock
 _SPAN = 2 * 365 * 86_400  # users join within two years
 _AGE_PROBS = (0.3, 0.45, 0.25)
+# Size limits, checked before anything is allocated: the generator scores every user-item
+# pair (in chunks) and holds the latent factors and every record in memory.
+_MAX_USERS = 10**8
+_MAX_ITEMS = 10**7
+_MAX_FACTORS = 1024
+_MAX_PAIRS = 10**11  # n_users * n_items
+_MAX_LATENT = 2 * 10**8  # (n_users + n_items) * n_factors
+_MAX_RECORDS = 2 * 10**8  # expected records
 
 
-def _check_int(name: str, value: object, low: int) -> int:
+def _check_int(name: str, value: object, low: int, high: int | None = None) -> int:
+    valid = f"an integer >= {low}" if high is None else f"an integer in [{low}, {high:,}]"
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ValidationError(f"{name} must be an integer, got {value!r}")
-    if value < low:
-        raise ValidationError(f"{name} must be >= {low}, got {value}")
+        raise ValidationError(f"{name} must be {valid}, got {_short(value)} "
+                              f"({type(value).__name__})")
+    if value < low or (high is not None and value > high):
+        raise ValidationError(f"{name} must be {valid}, got {_short(int(value))}")
     return int(value)
 
 
@@ -49,13 +60,22 @@ def synthetic(
     ----------
     n_users, n_items : int
         Size of the id space. Raw ids are ``1..n_users`` and ``1..n_items``; every user has
-        records, items may have none.
+        records, items may have none. ``n_users`` is at most 10**8, ``n_items`` at most 10**7
+        and ``n_users * n_items`` at most 10**11 (every pair is scored).
     n_factors : int
-        Latent dimension.
+        Latent dimension, in ``[1, 1024]``; ``(n_users + n_items) * n_factors`` is at most
+        2 * 10**8.
     mean_interactions : float
-        Mean number of records per user (before clipping to ``[3, n_items // 2]``).
+        Mean number of records per user (before clipping to ``[3, n_items // 2]``), finite and
+        > 0; about ``n_users * mean_interactions`` records, at most 2 * 10**8.
     seed : int
-        Seed of the :class:`numpy.random.Generator`; the same seed gives identical output.
+        Seed of the :class:`numpy.random.Generator` (>= 0); the same seed gives identical output.
+
+    Raises
+    ------
+    ValidationError
+        If an argument is not an integer (a number for ``mean_interactions``) in its range;
+        checked before anything is allocated.
 
     Returns
     -------
@@ -63,16 +83,36 @@ def synthetic(
         Records sorted by user, then time. ``rating`` is 1–5 (float) and grows with latent
         affinity; ``timestamp`` is int64 Unix seconds, strictly increasing within each user.
     """
-    n_users = _check_int("n_users", n_users, 1)
-    n_items = _check_int("n_items", n_items, 1)
-    n_factors = _check_int("n_factors", n_factors, 1)
+    n_users = _check_int("n_users", n_users, 1, _MAX_USERS)
+    n_items = _check_int("n_items", n_items, 1, _MAX_ITEMS)
+    n_factors = _check_int("n_factors", n_factors, 1, _MAX_FACTORS)
     seed = _check_int("seed", seed, 0)
-    if (
-        isinstance(mean_interactions, bool)
-        or not isinstance(mean_interactions, numbers.Real)
-        or not mean_interactions > 0
-    ):
-        raise ValidationError(f"mean_interactions must be a number > 0, got {mean_interactions!r}")
+    mean = None
+    if not isinstance(mean_interactions, bool) and isinstance(mean_interactions, numbers.Real):
+        try:
+            mean = float(mean_interactions)
+        except OverflowError:
+            mean = math.inf
+    if mean is None or not (0 < mean < math.inf):
+        raise ValidationError(f"mean_interactions must be a finite number > 0, got "
+                              f"{_short(mean_interactions)}; pass e.g. mean_interactions=30")
+    mean_interactions = mean
+    if n_users * n_items > _MAX_PAIRS:
+        raise ValidationError(
+            f"n_users * n_items = {n_users * n_items:.3g} user-item pairs is too many (at most "
+            f"{_MAX_PAIRS:.0e}: every pair is scored); lower n_users or n_items"
+        )
+    if (n_users + n_items) * n_factors > _MAX_LATENT:
+        raise ValidationError(
+            f"(n_users + n_items) * n_factors = {(n_users + n_items) * n_factors:.3g} latent "
+            f"values is too many (at most {_MAX_LATENT:.0e}); lower n_factors or the sizes"
+        )
+    expected = n_users * max(min(3, n_items), min(mean_interactions, max(3, n_items // 2)))
+    if expected > _MAX_RECORDS:
+        raise ValidationError(
+            f"about {expected:.3g} records would be generated (n_users * mean_interactions), "
+            f"too many (at most {_MAX_RECORDS:.0e}); lower n_users or mean_interactions"
+        )
     rng = np.random.default_rng(seed)
     k = n_factors
     scale = 1.0 / np.sqrt(k)

@@ -269,6 +269,9 @@ def _resolve_users(before: Any, after: Any, users: Any) -> np.ndarray | None:
         return _as_users(users)
     for side in (before, after):
         if _is_model(side):
+            live = getattr(side, "user_ids", None)  # SISA: the users not forgotten
+            if isinstance(live, np.ndarray):
+                return _as_users(live)
             data = getattr(side, "data", None)
             if getattr(data, "user_ids", None) is None:
                 raise ValidationError(

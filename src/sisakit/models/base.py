@@ -2,16 +2,56 @@
 
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 
 from .._rng import epoch_seeds
+from .._validation import MAX_STEPS, check_int
 from ..base import Component
 from ..errors import ValidationError
+
+
+class _Space(NamedTuple):
+    """The sizes :func:`allocation_guard` reports (when no data object is at hand)."""
+
+    n_users: int
+    n_items: int
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    if isinstance(exc, MemoryError):
+        return True
+    oom = getattr(torch, "OutOfMemoryError", None)
+    if oom is not None and isinstance(exc, oom):
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and ("can't allocate memory" in text
+                                              or "out of memory" in text)
+
+
+@contextlib.contextmanager
+def allocation_guard(model: Any, space: Any, sizes: str) -> Iterator[None]:
+    """Turn a failed allocation of a model's parameters into a ValidationError that names the
+    sizes (``sizes``, e.g. ``"factors=64"``) and the fix, instead of a bare MemoryError or
+    torch RuntimeError."""
+    try:
+        yield
+    except Exception as exc:
+        if not _out_of_memory(exc):
+            raise
+        name = type(model).__name__
+        users = getattr(space, "n_users", "?")
+        items = getattr(space, "n_items", "?")
+        raise ValidationError(
+            f"{name} cannot allocate its parameters for {users} users x {items} items with "
+            f"{sizes} ({type(exc).__name__}: {str(exc)[:160]}); lower {sizes.split('=')[0]} "
+            "or the batch sizes, or use a device with more memory"
+        ) from None
 
 
 class ShardModel(Component, ABC):
@@ -95,8 +135,8 @@ class ShardModel(Component, ABC):
 
     def fit(self, data: Any, *, epochs: int = 20, seed: int = 0) -> ShardModel:
         """Train from scratch on ``data`` (convenience for using a model on its own)."""
-        if epochs < 1:
-            raise ValidationError(f"epochs must be >= 1, got {epochs}")
+        check_int("epochs", epochs, 1, MAX_STEPS)
+        check_int("seed", seed, 0)
         self.setup(data, seed=seed)
         self.partial_fit(data, epoch_seeds=epoch_seeds(seed, (0, 0), epochs))
         return self

@@ -17,9 +17,10 @@ from torch.optim.adam import adam
 
 from .._device import resolve_device, torch_generator
 from .._rng import INIT, derive_seed, seed_from_tensor, seed_to_tensor
+from .._validation import MAX_BATCH, MAX_WIDTH, check_device, check_float, check_int
 from ..errors import ValidationError
 from ..hookspecs import hookimpl
-from .base import ShardModel
+from .base import ShardModel, allocation_guard
 
 _BETA1, _BETA2, _EPS = 0.9, 0.999, 1e-8
 
@@ -134,17 +135,16 @@ class BPRMF(ShardModel):
         self.batch_size = batch_size
         self.init_std = init_std
         self.device = device
+        self._validate()  # refuse bad parameters now, before any fit allocates
         self._state: dict[str, torch.Tensor] | None = None
 
     def _validate(self) -> None:
-        if not isinstance(self.factors, (int, np.integer)) or self.factors < 1:
-            raise ValidationError(f"factors must be a positive integer, got {self.factors!r}")
-        if not self.lr > 0:
-            raise ValidationError(f"lr must be > 0, got {self.lr!r}")
-        if self.reg < 0:
-            raise ValidationError(f"reg must be >= 0, got {self.reg!r}")
-        if not isinstance(self.batch_size, (int, np.integer)) or self.batch_size < 1:
-            raise ValidationError(f"batch_size must be a positive integer, got {self.batch_size!r}")
+        check_int("factors", self.factors, 1, MAX_WIDTH)
+        check_float("lr", self.lr, minimum=0, min_open=True, example=0.01)
+        check_float("reg", self.reg, minimum=0, example=1e-4)
+        check_int("batch_size", self.batch_size, 1, MAX_BATCH)
+        check_float("init_std", self.init_std, minimum=0, example=0.1)
+        check_device("device", self.device)
 
     # Internal layout: one table E holding the rows of the users this model has trained on
     # (sorted by user index; ``rows`` maps them back, ``local`` maps user index -> row or -1)
@@ -160,9 +160,10 @@ class BPRMF(ShardModel):
         self._init_seed = derive_seed(seed, INIT)
         self.n_users, self.n_items = int(space.n_users), int(space.n_items)
         self._p0: torch.Tensor | None = None
-        _, q = self._init_tables(self.n_users, self.n_items, self._init_seed)
-        self._allocate(torch.zeros(0, dtype=torch.int64), torch.zeros(0, int(self.factors)), q,
-                       torch.zeros(self.n_items))
+        with allocation_guard(self, space, f"factors={self.factors}"):
+            _, q = self._init_tables(self.n_users, self.n_items, self._init_seed)
+            self._allocate(torch.zeros(0, dtype=torch.int64), torch.zeros(0, int(self.factors)),
+                           q, torch.zeros(self.n_items))
 
     def _init_tables(self, n_users: int, n_items: int | None, init_seed: int
                      ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -227,6 +228,10 @@ class BPRMF(ShardModel):
         self._require()
         if len(data) == 0 or not epoch_seeds:
             return
+        with allocation_guard(self, data, f"factors={self.factors}"):
+            self._train(data, epoch_seeds)
+
+    def _train(self, data: Any, epoch_seeds: Sequence[int]) -> None:
         n_items = self.n_items
         users, items, local, positives, active = negative_pool(data)
         self._add_users(torch.unique(users))

@@ -17,7 +17,6 @@ Gram matrices: no untrained parameter influences a recommendation.
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -27,9 +26,13 @@ import torch
 
 from .._device import resolve_device, torch_generator
 from .._rng import INIT, derive_seed, seed_from_tensor, seed_to_tensor
+from .._validation import MAX_WIDTH, check_device, check_float, check_int
 from ..errors import DataError, ValidationError
 from ..hookspecs import hookimpl
-from .base import ShardModel
+from .base import ShardModel, allocation_guard
+
+#: Conjugate-gradient steps per half-step: CG solves a d x d system in at most d steps.
+_MAX_CG_STEPS = 10_000
 
 
 def _csr(rows: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor, shape: tuple[int, int],
@@ -135,30 +138,28 @@ class IALS(ShardModel):
         self.cg_steps = cg_steps
         self.init_std = init_std
         self.device = device
+        self._validate()  # refuse bad parameters now, before any fit allocates
         self._state: dict[str, torch.Tensor] | None = None
 
     def _validate(self) -> None:
-        if isinstance(self.factors, bool) or not isinstance(self.factors, (int, np.integer)) \
-                or self.factors < 1:
-            raise ValidationError(f"factors must be an integer >= 1, got {self.factors!r}")
-        if not (isinstance(self.alpha, (int, float)) and math.isfinite(self.alpha)
-                and self.alpha > 0):
-            raise ValidationError(f"alpha must be a finite number > 0, got {self.alpha!r}")
-        if not (isinstance(self.reg, (int, float)) and math.isfinite(self.reg) and self.reg >= 0):
-            raise ValidationError(f"reg must be a finite number >= 0, got {self.reg!r}")
-        if not isinstance(self.cg_steps, (int, np.integer)) or self.cg_steps < 1:
-            raise ValidationError(f"cg_steps must be an integer >= 1, got {self.cg_steps!r}")
+        check_int("factors", self.factors, 1, MAX_WIDTH)
+        check_float("reg", self.reg, minimum=0, example=0.01)
+        check_float("alpha", self.alpha, minimum=0, min_open=True, example=1.0)
+        check_int("cg_steps", self.cg_steps, 1, _MAX_CG_STEPS)
+        check_float("init_std", self.init_std, minimum=0, example=0.01)
+        check_device("device", self.device)
 
     def setup(self, space: Any, *, seed: int) -> None:
         self._validate()
         self.n_users, self.n_items = int(space.n_users), int(space.n_items)
         self._init_seed = derive_seed(seed, INIT)
         dev = resolve_device(self.device)
-        self._state = {
-            "X": torch.zeros(self.n_users, int(self.factors), device=dev),
-            "Y": torch.zeros(self.n_items, int(self.factors), device=dev),
-            "item_initialised": torch.zeros(self.n_items, dtype=torch.bool, device=dev),
-        }
+        with allocation_guard(self, space, f"factors={self.factors}"):
+            self._state = {
+                "X": torch.zeros(self.n_users, int(self.factors), device=dev),
+                "Y": torch.zeros(self.n_items, int(self.factors), device=dev),
+                "item_initialised": torch.zeros(self.n_items, dtype=torch.bool, device=dev),
+            }
 
     def _require(self) -> dict[str, torch.Tensor]:
         if self._state is None:
@@ -180,6 +181,10 @@ class IALS(ShardModel):
         self._validate()
         if len(data) == 0 or not epoch_seeds:
             return
+        with allocation_guard(self, data, f"factors={self.factors}"):
+            self._train(st, data, epoch_seeds)
+
+    def _train(self, st: dict[str, torch.Tensor], data: Any, epoch_seeds: Sequence[int]) -> None:
         dev = st["X"].device
         r = self._confidence(data)
         users = torch.from_numpy(np.array(data.user_idx))

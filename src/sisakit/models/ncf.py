@@ -22,11 +22,11 @@ from torch import nn
 
 from .._device import resolve_device, torch_generator
 from .._rng import INIT, derive_seed, seed_from_tensor
-from .._validation import check_int
+from .._validation import MAX_BATCH, MAX_WIDTH, check_device, check_float, check_int, check_sizes
 from ..errors import ValidationError
 from ..hookspecs import hookimpl
 from ._module_state import load_module_state, module_state
-from .base import ShardModel
+from .base import ShardModel, _Space, allocation_guard
 from .bpr import negative_pool, sample_negatives
 
 
@@ -46,6 +46,10 @@ class _NeuMF(nn.Module):
         gmf = self.user_gmf(u) * self.item_gmf(i)
         mlp = self.tower(torch.cat([self.user_mlp(u), self.item_mlp(i)], -1))
         return self.out(torch.cat([gmf, mlp], -1)).squeeze(-1)
+
+
+#: Negatives sampled per positive (each epoch trains on ``(1 + n_negatives)`` pairs per record).
+MAX_NEGATIVES = 1_000
 
 
 class NCF(ShardModel):
@@ -74,26 +78,29 @@ class NCF(ShardModel):
                  n_negatives: int = 4, batch_size: int = 4096, score_batch: int = 128,
                  device: str = "auto") -> None:
         self.factors = factors
-        self.layers = tuple(layers)
+        self.layers = check_sizes("layers", layers, example="(64, 32)")
         self.lr = lr
         self.n_negatives = n_negatives
         self.batch_size = batch_size
         self.score_batch = score_batch
         self.device = device
+        self._validate()  # refuse bad parameters now, before any fit allocates
         self._net: _NeuMF | None = None
 
     def _validate(self) -> None:
-        for name in ("factors", "n_negatives", "batch_size", "score_batch"):
-            check_int(name, getattr(self, name), 1)
-        if not self.lr > 0:
-            raise ValidationError(f"lr must be > 0, got {self.lr!r}")
-        if any(int(h) < 1 for h in self.layers):
-            raise ValidationError(f"layers must be positive sizes, got {self.layers!r}")
+        check_int("factors", self.factors, 1, MAX_WIDTH)
+        check_sizes("layers", self.layers, example="(64, 32)")
+        check_float("lr", self.lr, minimum=0, min_open=True, example=0.001)
+        check_int("n_negatives", self.n_negatives, 1, MAX_NEGATIVES)
+        for name in ("batch_size", "score_batch"):
+            check_int(name, getattr(self, name), 1, MAX_BATCH)
+        check_device("device", self.device)
 
     def _build(self, n_users: int, n_items: int, seed: int) -> None:
         self._validate()
         dev = resolve_device(self.device)
-        with torch.random.fork_rng(devices=[]):  # seeded init without touching global state
+        with torch.random.fork_rng(devices=[]), allocation_guard(  # seeded init, global
+                self, _Space(n_users, n_items), f"factors={self.factors}"):  # state untouched
             torch.manual_seed(seed & 0x7FFF_FFFF_FFFF_FFFF)
             net = _NeuMF(n_users, n_items, int(self.factors), [int(h) for h in self.layers])
             for emb in (net.user_gmf, net.item_gmf, net.user_mlp, net.item_mlp):
@@ -115,6 +122,10 @@ class NCF(ShardModel):
         net = self._require()
         if len(data) == 0 or not epoch_seeds:
             return
+        with allocation_guard(self, data, f"n_negatives={self.n_negatives}"):
+            self._train(net, data, epoch_seeds)
+
+    def _train(self, net: _NeuMF, data: Any, epoch_seeds: Sequence[int]) -> None:
         dev = next(net.parameters()).device
         n_items, k = self.n_items, int(self.n_negatives)
         users, items, local, positives, active = negative_pool(data)
