@@ -710,11 +710,7 @@ CASES.append(Case("receive-item-beyond-int64", lambda c: c.model.receive(items=[
                   UnknownIdError, rf"unknown item id\(s\): {_BIG}", run=True, lock=True))
 
 
-# ============================================================================ the engine's boundary (issue 17)
-def _first_user(run: Path) -> Any:
-    return SISA.load(run, device="cpu", progress=False).user_ids[0]
-
-
+# ========================================================================= the engine's boundary (issue 17)
 def _forgotten(request_id: str) -> Callable[[Path], None]:
     """Forget the run's first user under ``request_id`` before the snapshot."""
     def setup(run: Path) -> None:
