@@ -13,7 +13,8 @@ from sisakit.cli import main
 def test_plugins_json_lists_every_component(capsys):
     assert main(["plugins", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
-    assert {tuple(sorted(r)) for r in rows} == {("kind", "name", "plugin", "version")}
+    assert {tuple(sorted(r)) for r in rows} == {("kind", "name", "plugin", "status", "version")}
+    assert {r["status"] for r in rows} == {"ok"}
     listed = {(r["kind"], r["name"]) for r in rows}
     for kind in sisakit.plugins.KINDS:
         for name in sisakit.plugins.names(kind):

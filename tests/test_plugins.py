@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import os
 import shutil
 import subprocess
 import sys
 import types
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -303,21 +305,103 @@ def test_entry_point_discovery_and_disable_switch(registry, monkeypatch):
     assert "toy" in plugins.names("sharder")
 
 
-def test_broken_entry_point_names_the_fix(registry, monkeypatch):
-    # An entry point whose module cannot be imported (None in sys.modules blocks the import).
-    monkeypatch.setitem(sys.modules, "sisakit_broken_plugin_mod", None)
-    ep = importlib.metadata.EntryPoint(name="broken", value="sisakit_broken_plugin_mod",
-                                       group="sisakit")
+def _broken_entry_point(monkeypatch, name="broken", module=None):
+    """An installed distribution whose ``sisakit`` entry point is ``module`` (by default one
+    that cannot be imported: None in sys.modules blocks the import)."""
+    modname = f"sisakit_{name}_plugin_mod"
+    monkeypatch.setitem(sys.modules, modname, module)
+    ep = importlib.metadata.EntryPoint(name=name, value=modname, group="sisakit")
     real = importlib.metadata.distributions
-    dist = _FakeDist("sisakit-broken", "0.0.1", [ep])
+    dist = _FakeDist(f"sisakit-{name}", "0.0.1", [ep])
     monkeypatch.setattr(importlib.metadata, "distributions", lambda: [*real(), dist])
-    monkeypatch.delenv("SISAKIT_DISABLE_PLUGINS", raising=False)
+    for var in ("SISAKIT_DISABLE_PLUGINS", "SISAKIT_STRICT_PLUGINS"):
+        monkeypatch.delenv(var, raising=False)
     plugins.reset()
-    with pytest.raises(PluginError, match="SISAKIT_DISABLE_PLUGINS=1"):
+
+
+def test_broken_entry_point_is_skipped_with_a_warning(registry, monkeypatch):
+    _broken_entry_point(monkeypatch)
+    with pytest.warns(sisakit.PluginWarning) as caught:
+        names = plugins.names("sharder")
+    message = str(caught[0].message)
+    for part in ("'broken'", "sisakit-broken 0.0.1", "ModuleNotFoundError",
+                 "SISAKIT_DISABLE_PLUGINS=broken"):
+        assert part in message, message
+    assert BUILTINS <= {(r.kind, r.name) for r in plugins.list_components()}
+    assert "random-user" in names
+    # the built-ins work end to end despite the broken plugin
+    model = sisakit.SISA(model="popularity", n_shards=2, n_slices=1, epochs=1, progress=False,
+                         device="cpu").fit(make_interactions(n_users=10, n_items=8, n=40))
+    assert model.recommend([model.user_ids[0]], k=2).shape == (1, 2)
+    failed = plugins.failed_plugins()
+    assert [(f.name, f.distribution, f.version) for f in failed] == [
+        ("broken", "sisakit-broken", "0.0.1")]
+    assert "ModuleNotFoundError" in failed[0].error
+
+
+def test_broken_entry_point_is_fatal_in_strict_mode(registry, monkeypatch):
+    _broken_entry_point(monkeypatch)
+    monkeypatch.setenv("SISAKIT_STRICT_PLUGINS", "1")
+    plugins.reset()
+    with pytest.raises(PluginError, match=r"sisakit-broken 0\.0\.1.*SISAKIT_STRICT_PLUGINS"):
         plugins.names("sharder")
-    monkeypatch.setenv("SISAKIT_DISABLE_PLUGINS", "1")
+
+
+@pytest.mark.parametrize("value", ["broken", "sisakit-broken", "other, broken"])
+def test_broken_entry_point_can_be_disabled_by_name(registry, monkeypatch, value):
+    _broken_entry_point(monkeypatch)
+    monkeypatch.setenv("SISAKIT_DISABLE_PLUGINS", value)
     plugins.reset()
-    assert "random-user" in plugins.names("sharder")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert "random-user" in plugins.names("sharder")
+    assert plugins.failed_plugins() == []
+
+
+def test_plugin_whose_hook_raises_or_clashes_is_skipped(registry, monkeypatch):
+    raising = types.ModuleType("raising")
+
+    @sisakit.hookimpl
+    def register_models(register):
+        raise RuntimeError("boom at registration")
+
+    raising.register_models = register_models
+    _broken_entry_point(monkeypatch, "raising", raising)
+    with pytest.warns(sisakit.PluginWarning, match="RuntimeError: boom at registration"):
+        assert "bpr-mf" in plugins.names("model")
+
+    clashing = types.ModuleType("clashing")
+
+    @sisakit.hookimpl
+    def register_sharders(register):
+        register("toy", ToySharder)
+        register("random-user", ToySharder)  # a built-in's name
+
+    clashing.register_sharders = register_sharders
+    _broken_entry_point(monkeypatch, "clashing", clashing)
+    with pytest.warns(sisakit.PluginWarning) as caught:  # "raising" is still installed too
+        names = plugins.names("sharder")
+    assert any("registered twice" in str(w.message) for w in caught)
+    assert "toy" not in names  # the whole plugin is skipped, not half of it
+    assert plugins.get("sharder", "random-user") is not ToySharder
+
+
+def test_cli_plugins_lists_a_broken_plugin_as_failed(registry, monkeypatch, capsys):
+    from sisakit.cli import main
+
+    _broken_entry_point(monkeypatch)
+    with pytest.warns(sisakit.PluginWarning):
+        assert main(["plugins"]) == 0
+    out = capsys.readouterr().out
+    line = next(x for x in out.splitlines() if "sisakit-broken" in x)
+    assert "FAILED" in line and "0.0.1" in line and "ModuleNotFoundError" in line
+    plugins.reset()
+    with pytest.warns(sisakit.PluginWarning):
+        assert main(["plugins", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    failed = [r for r in rows if r.get("status") == "failed"]
+    assert [(r["plugin"], r["version"]) for r in failed] == [("sisakit-broken:broken", "0.0.1")]
+    assert all(r["status"] == "ok" for r in rows if r not in failed)
 
 
 def _run_python(code: str, target: Path, **env_extra: str) -> subprocess.CompletedProcess:

@@ -24,16 +24,19 @@ logger = logging.getLogger(__name__)
 
 
 def _cmd_plugins(args: argparse.Namespace) -> int:
-    rows = [r.as_dict() for r in plugins.list_components()]
+    rows = [{**r.as_dict(), "status": "ok"} for r in plugins.list_components()]
+    rows += [{"kind": "plugin", "name": f.name, "plugin": f"{f.distribution}:{f.name}",
+              "version": f.version, "status": "failed", "error": f.error}
+             for f in plugins.failed_plugins()]
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    widths = {k: max(len(k), *(len(r[k]) for r in rows)) for k in ("kind", "name", "plugin")}
-    header = "  ".join(k.upper().ljust(widths[k]) for k in ("kind", "name", "plugin")) + "  VERSION"
-    print(header)
+    cols = ("kind", "name", "plugin", "version")
+    widths = {k: max(len(k), *(len(r[k]) for r in rows)) for k in cols}
+    print("  ".join(k.upper().ljust(widths[k]) for k in cols) + "  STATUS")
     for r in rows:
-        print("  ".join(r[k].ljust(widths[k]) for k in ("kind", "name", "plugin")) + "  "
-              + r["version"])
+        status = "ok" if r["status"] == "ok" else f"FAILED ({r['error']})"
+        print("  ".join(r[k].ljust(widths[k]) for k in cols) + "  " + status)
     return 0
 
 

@@ -12,6 +12,7 @@ __all__ = [
     "CheckpointError",
     "DataError",
     "PluginError",
+    "PluginWarning",
     "SisakitError",
     "UnknownIdError",
     "ValidationError",
@@ -55,6 +56,10 @@ class DataError(SisakitError, ValueError):
 
 class PluginError(SisakitError, LookupError):
     """A plugin is unknown, clashes with another, or is broken."""
+
+
+class PluginWarning(UserWarning):
+    """A third-party plugin is broken and was skipped (``SISAKIT_STRICT_PLUGINS=1``: an error)."""
 
 
 class CheckpointError(SisakitError):

@@ -2,14 +2,23 @@
 
 Built-ins are ordinary plugins (the modules in :data:`DEFAULT_PLUGINS`), registered through the
 same hooks a third-party package uses. Third-party plugins are discovered from the entry-point
-group ``sisakit``; set ``SISAKIT_DISABLE_PLUGINS=1`` to turn that off.
+group ``sisakit``; set ``SISAKIT_DISABLE_PLUGINS=1`` to turn that off, or to a comma-separated
+list of entry-point or distribution names to skip just those.
+
+A broken third-party plugin (its entry point fails to import, its hooks raise, or it registers
+an invalid or clashing component) never takes the built-ins down: it is skipped with a
+:class:`~sisakit.errors.PluginWarning` naming its distribution, version, error and how to disable
+it, and :func:`failed_plugins` (and ``sisakit plugins``) lists it. ``SISAKIT_STRICT_PLUGINS=1``
+makes such a plugin a :class:`~sisakit.errors.PluginError` instead.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import os
 import threading
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,13 +26,15 @@ import pluggy
 
 from . import hookspecs
 from ._version import __version__
-from .errors import PluginError
+from .errors import PluginError, PluginWarning
 
 __all__ = [
     "DEFAULT_PLUGINS",
     "KINDS",
+    "FailedPlugin",
     "Registration",
     "build",
+    "failed_plugins",
     "get",
     "list_components",
     "names",
@@ -89,14 +100,81 @@ class Registration:
                 "version": self.version}
 
 
+@dataclass(frozen=True)
+class FailedPlugin:
+    """A third-party plugin that was skipped because it is broken."""
+
+    name: str  # the entry-point name
+    distribution: str
+    version: str
+    error: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"name": self.name, "distribution": self.distribution, "version": self.version,
+                "error": self.error}
+
+
 _lock = threading.RLock()
 _pm: pluggy.PluginManager | None = None
 _registry: dict[str, dict[str, Registration]] | None = None
+#: entry-point plugin name -> (distribution, version), for attribution and for skipping.
+_dists: dict[str, tuple[str, str]] = {}
+_failed: list[FailedPlugin] = []
+
+_TRUE = ("1", "true", "yes")
 
 
 def _base_class(kind: str) -> type:
     module, _, attr = KINDS[kind][1].rpartition(".")
     return getattr(importlib.import_module(module), attr)
+
+
+def _disabled() -> tuple[bool, set[str]]:
+    """(all disabled, names disabled) from ``SISAKIT_DISABLE_PLUGINS``."""
+    value = os.environ.get("SISAKIT_DISABLE_PLUGINS", "").strip()
+    if value.lower() in _TRUE:
+        return True, set()
+    return False, {v.strip() for v in value.split(",") if v.strip() and v.strip() != "0"}
+
+
+def _strict() -> bool:
+    return os.environ.get("SISAKIT_STRICT_PLUGINS", "").strip().lower() in _TRUE
+
+
+def _fail(name: str, exc: BaseException) -> None:
+    """Record (or, in strict mode, raise) a broken third-party plugin."""
+    dist, version = _dists.get(name, (name, "unknown"))
+    error = f"{exc.__class__.__name__}: {exc}"
+    message = (
+        f"the sisakit plugin {name!r} from distribution {dist} {version} is broken and was "
+        f"skipped ({error}); fix or uninstall {dist}, or skip it with "
+        f"SISAKIT_DISABLE_PLUGINS={name}"
+    )
+    if _strict():
+        raise PluginError(message + " (SISAKIT_STRICT_PLUGINS=1 makes this fatal)") from exc
+    _failed.append(FailedPlugin(name, dist, version, error))
+    warnings.warn(message, PluginWarning, stacklevel=4)
+
+
+def _load_entry_points(pm: pluggy.PluginManager) -> None:
+    """Register every ``sisakit`` entry point; a broken one is skipped, not fatal."""
+    everything, skip = _disabled()
+    if everything:
+        return
+    for dist in list(importlib.metadata.distributions()):
+        try:
+            dist_name = str(dist.metadata["name"])
+        except Exception:  # a distribution with unreadable metadata: not ours to judge
+            dist_name = "unknown"
+        for ep in dist.entry_points:
+            if (ep.group != ENTRY_POINT_GROUP or pm.get_plugin(ep.name) is not None
+                    or pm.is_blocked(ep.name) or ep.name in skip or dist_name in skip):
+                continue
+            _dists[ep.name] = (dist_name, str(dist.version))
+            try:
+                pm.register(ep.load(), name=ep.name)
+            except Exception as exc:  # an import error, a hook with a wrong signature, ...
+                _fail(ep.name, exc)
 
 
 def plugin_manager() -> pluggy.PluginManager:
@@ -108,22 +186,23 @@ def plugin_manager() -> pluggy.PluginManager:
             pm.add_hookspecs(hookspecs)
             for modname in DEFAULT_PLUGINS:
                 pm.register(importlib.import_module(modname), name=modname)
-            if os.environ.get("SISAKIT_DISABLE_PLUGINS", "").strip() not in ("1", "true", "yes"):
-                try:
-                    pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
-                except Exception as exc:  # a broken third-party plugin must name itself
-                    raise PluginError(
-                        f"loading a third-party sisakit plugin failed: {exc!r}; uninstall or fix "
-                        "that package, or set SISAKIT_DISABLE_PLUGINS=1"
-                    ) from exc
+            _dists.clear()
+            _failed.clear()
+            _load_entry_points(pm)
             _pm = pm
         return _pm
 
 
-def _plugin_version(pm: pluggy.PluginManager, plugin: object, plugin_name: str) -> tuple[str, str]:
-    for plug, dist in pm.list_plugin_distinfo():
-        if plug is plugin:
-            return f"{dist.project_name}:{plugin_name}", str(dist.version)
+def failed_plugins() -> list[FailedPlugin]:
+    """The third-party plugins that were skipped because they are broken."""
+    _get_registry()
+    return list(_failed)
+
+
+def _plugin_version(plugin_name: str, plugin: object) -> tuple[str, str]:
+    if plugin_name in _dists:
+        dist, version = _dists[plugin_name]
+        return f"{dist}:{plugin_name}", version
     if plugin_name in DEFAULT_PLUGINS:
         return f"sisakit:{plugin_name}", __version__
     version = getattr(plugin, "__version__", None) or "unknown"
@@ -132,14 +211,31 @@ def _plugin_version(pm: pluggy.PluginManager, plugin: object, plugin_name: str) 
 
 def _build_registry() -> dict[str, dict[str, Registration]]:
     pm = plugin_manager()
+    while True:
+        try:
+            return _collect(pm)
+        except _BrokenPlugin as broken:  # drop that entry-point plugin and build again
+            pm.unregister(name=broken.name)
+            _fail(broken.name, broken.__cause__ or broken)
+
+
+class _BrokenPlugin(Exception):
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.name = name
+
+
+def _collect(pm: pluggy.PluginManager) -> dict[str, dict[str, Registration]]:
     registry: dict[str, dict[str, Registration]] = {kind: {} for kind in KINDS}
     for kind, (hook_name, _) in KINDS.items():
         base = _base_class(kind)
         hook = getattr(pm.hook, hook_name)
-        # Call each implementation on its own so every component is attributed to its plugin.
-        for impl in reversed(hook.get_hookimpls()):
+        # Call each implementation on its own so every component is attributed to its plugin;
+        # in registration order, so the built-ins come first and a clashing plugin is the
+        # one that fails.
+        for impl in hook.get_hookimpls():
             pname = pm.get_name(impl.plugin) or repr(impl.plugin)
-            label, version = _plugin_version(pm, impl.plugin, pname)
+            label, version = _plugin_version(pname, impl.plugin)
 
             def register(name: str, cls: type, *, _kind: str = kind, _label: str = label,
                          _version: str = version, _base: type = base) -> None:
@@ -159,7 +255,12 @@ def _build_registry() -> dict[str, dict[str, Registration]]:
                     )
                 registry[_kind][name] = Registration(_kind, name, cls, _label, _version)
 
-            impl.function(register=register)
+            try:
+                impl.function(register=register)
+            except Exception as exc:
+                if pname in _dists:  # an installed plugin: skip it, keep everything else
+                    raise _BrokenPlugin(pname) from exc
+                raise
     return registry
 
 
