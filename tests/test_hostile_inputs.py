@@ -266,7 +266,7 @@ def _(c):
     c.model.lock_timeout = float("nan")
 
 
-@case("repartition-negative-seed", ValidationError, r"seed must be an integer >= 0", run=True,
+@case("repartition-negative-seed", ValidationError, r"seed must be a non-negative integer.*got -1", run=True,
       lock=True)
 def _(c):
     c.model.repartition(seed=-1)
@@ -414,9 +414,11 @@ def _(c):
 
 # ============================================================================ configuration
 for _id, _kw, _err, _phrase in [
-    ("config-negative-shards", dict(n_shards=-2), ValidationError, r"n_shards must be an integer >= 1"),
-    ("config-zero-slices", dict(n_slices=0), ValidationError, r"n_slices must be an integer >= 1, got 0"),
-    ("config-epochs-as-str", dict(epochs="2"), ValidationError, r"epochs must be an integer.*'2'"),
+    ("config-negative-shards", dict(n_shards=-2), ValidationError,
+     r"n_shards must be a positive integer.*got -2; use a value in \[1, "),
+    ("config-zero-slices", dict(n_slices=0), ValidationError, r"n_slices must be a positive integer.*got 0"),
+    ("config-epochs-as-str", dict(epochs="2"), ValidationError,
+     r"epochs must be a positive integer.*'2' \(str\)"),
     ("config-shards-as-bool", dict(n_shards=True), ValidationError, r"n_shards.*True"),
     ("config-float-slices", dict(n_slices=2.5), ValidationError, r"n_slices.*2\.5"),
     ("config-unknown-model-param", dict(model_params={"factorz": 4}), PluginError,
@@ -547,15 +549,35 @@ for _id, _argv, _phrase, _run in [
     ("cli-experiment-unknown-key", _experiment(TOML_OK + "n_shardz = 3\n"),
      r"grid\.n_shardz: unknown key; remove it", False),
     ("cli-experiment-negative-shards", _experiment(TOML_OK.replace("n_shards = 2", "n_shards = -1")),
-     r"grid\.n_shards.*use a value >= 1", False),
+     r"grid\.n_shards.*got -1; use a value in \[1, ", False),
     ("cli-experiment-zero-slices", _experiment(TOML_OK + "n_slices = 0\n"),
-     r"grid\.n_slices.*use a value >= 1", False),
+     r"grid\.n_slices.*got 0; use a value in \[1, ", False),
     ("cli-experiment-epochs-as-str", _experiment(TOML_OK + 'epochs = "10"\n'),
      r"grid\.epochs.*expected an integer.*'10'", False),
     ("cli-experiment-unknown-model", _experiment(TOML_OK + 'model = "bpr-mff"\n'),
      r"no model named 'bpr-mff'", False),
     ("cli-experiment-unknown-model-param",
      _experiment(TOML_OK + "[params.model.bpr-mf]\nfactorz = 4\n"), r"factorz", False),
+    ("cli-experiment-huge-users", _experiment(TOML_OK.replace("n_users = 30", "n_users = 100000000000")),
+     r"data\.n_users: must lie in \[2, 100,000,000\], got 100000000000; use a value in", False),
+    ("cli-experiment-absurd-threads",
+     _experiment("[experiment]\nthreads_per_shard = 99999999\n" + TOML_OK),
+     r"experiment\.threads_per_shard: must lie in \[1, 1,024\]", False),
+    ("cli-experiment-seed-beyond-int64", _experiment(TOML_OK + "seed = 99999999999999999999\n"),
+     r"grid\.seed\[0\]: must lie in", False),
+    ("cli-experiment-huge-cutoff", _experiment("[evaluation]\nndcg_k = 100000000000000\n"
+                                               + TOML_OK), r"evaluation\.ndcg_k: must lie in", False),
+    ("cli-experiment-huge-scenario",
+     _experiment(TOML_OK + '[[scenarios]]\nname = "r"\nkind = "random"\nsize = 10000000000000\n'),
+     r"size: must lie in", False),
+    ("cli-experiment-out-is-a-file",
+     lambda c: ((c.tmp / "taken.txt").write_text("x"),
+                [*_experiment(TOML_OK)(c)[:2], "--out", str(c.tmp / "taken.txt")])[1],
+     r"--out '.*taken\.txt' is an existing file.*pass a folder name", False),
+    ("cli-demo-out-is-a-file",
+     lambda c: ((c.tmp / "taken.txt").write_text("x"),
+                ["demo", "--quiet", "--out", str(c.tmp / "taken.txt")])[1],
+     r"--out '.*taken\.txt' is an existing file", False),
     ("cli-resume-missing-path", lambda c: ["resume", str(c.tmp / "no-run")], r"check the path",
      False),
     ("cli-resume-not-a-run", lambda c: ["resume", str(c.tmp)], r"not a sisakit run directory",
@@ -570,6 +592,14 @@ for _id, _argv, _phrase, _run in [
     CASES.append(Case(_id, _argv, ValidationError, _phrase, cli=True, run=_run))
 
 
+def _latin1_experiment(c: Ctx) -> list[str]:
+    path = c.tmp / "latin1.toml"
+    path.write_bytes(TOML_OK.encode() + "# caf\u00e9 au lait\n".encode("latin-1"))
+    return ["experiment", str(path), "--out", str(c.tmp / "out"), "--quiet"]
+
+
+CASES.append(Case("cli-experiment-non-utf8-toml", _latin1_experiment, ValidationError,
+                  r"not UTF-8 text \(byte 0xe9 on line 7\).*re-save it", cli=True))
 CASES.append(Case("cli-resume-corrupt-manifest", lambda c: ["resume", str(c.run)], CheckpointError,
                   r"corrupt.*restore", cli=True, run=True, setup=_truncate("manifest.json")))
 CASES.append(Case("cli-resume-missing-checkpoint", lambda c: ["resume", str(c.run)],

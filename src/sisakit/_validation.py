@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -77,6 +78,10 @@ MAX_STEPS = 100_000
 MAX_BATCH = 1 << 24
 #: Other counts (bins, prototypes, negatives per positive, history length).
 MAX_COUNT = 1_000_000
+#: Threads per shard: torch crashes the process (not an exception) on absurd thread counts.
+MAX_THREADS = 1_024
+#: Seeds: they are hashed as int64.
+MAX_SEED = 2**63 - 1
 
 
 def _show(value: Any) -> str:
@@ -172,3 +177,20 @@ def check_device(name: str, value: Any) -> Any:
             pass
     raise ValidationError(f"{name} must be 'auto', 'cpu' or 'cuda' (or 'cuda:<index>'), got "
                           f"{_show(value)}")
+
+
+def make_out_dir(name: str, value: Any) -> Path:
+    """Create output folder ``value`` (parents too) and return it; a ValidationError when it
+    names an existing file or cannot be created."""
+    path = Path(check_path(name, value))
+    if path.exists() and not path.is_dir():
+        raise ValidationError(
+            f"{name} {str(path)!r} is an existing file, not a folder; pass a folder name "
+            "(it is created if missing)")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValidationError(
+            f"cannot create the {name} folder {str(path)!r} ({exc.strerror or exc}); pass a "
+            "writable folder") from exc
+    return path

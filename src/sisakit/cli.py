@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from . import __version__, plugins
+from ._validation import make_out_dir
 from .errors import SisakitError
 
 logger = logging.getLogger(__name__)
@@ -142,8 +143,7 @@ def _format_demo(r: dict[str, Any]) -> str:
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
+        out = make_out_dir("--out", args.out)
         result = run_demo(out, seed=args.seed, quiet=args.quiet)
         (out / "demo.json").write_text(json.dumps(result, indent=2))
     else:
@@ -162,7 +162,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _cmd_experiment(args: argparse.Namespace) -> int:
     from . import experiment
 
-    out = Path(args.out) if args.out else Path(f"{Path(args.config).stem}-results")
+    out = make_out_dir("--out", args.out or f"{Path(args.config).stem}-results")
     res = experiment.run(args.config, out, resume=not args.no_resume,
                          progress=False if args.quiet else None)
     print(f"{res.n_cells} cell(s): {res.n_ran} ran, {res.n_skipped} skipped (finished before), "

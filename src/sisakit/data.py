@@ -426,8 +426,8 @@ class Interactions:
             Raw id of the user and the item of each record: a flat list or 1-D array, all ints
             (each within int64) or all strings.
         rating, timestamp, weight : array-like, optional
-            Per-record columns. Ratings and weights are stored as float32 (a value beyond
-            |x| <= 3.4e38 is refused, never turned into inf); timestamps as int64 seconds (a
+            Per-record columns. Ratings and weights are stored as float32 (a value with
+            ``abs(x) > 3.4e38`` is refused, never turned into inf); timestamps as int64 seconds (a
             fractional or out-of-range value is refused, never truncated or wrapped).
         user_ids, item_ids : array-like, optional
             The full id space (e.g. to include users without records). Defaults to the sorted

@@ -50,7 +50,16 @@ from ._training import (
     shard_records,
     train_shard,
 )
-from ._validation import check_bool, check_int, check_params, check_path
+from ._validation import (
+    MAX_COUNT,
+    MAX_SEED,
+    MAX_STEPS,
+    MAX_THREADS,
+    check_bool,
+    check_int,
+    check_params,
+    check_path,
+)
 from ._version import __version__
 from .aggregators.base import Aggregator
 from .data import IdMap, Interactions, _as_id_array, canonical_id
@@ -145,11 +154,12 @@ class SISA:
         executor: str | Executor = "serial",
         executor_params: dict[str, Any] | None = None,
     ) -> None:
-        self.n_shards = check_int("n_shards", n_shards, 1)
-        self.n_slices = check_int("n_slices", n_slices, 1)
-        self.epochs = check_int("epochs", epochs, 1)
-        self.seed = check_int("seed", seed, 0)
-        self.threads_per_shard = check_int("threads_per_shard", threads_per_shard, 1)
+        self.n_shards = check_int("n_shards", n_shards, 1, MAX_COUNT)
+        self.n_slices = check_int("n_slices", n_slices, 1, MAX_COUNT)
+        self.epochs = check_int("epochs", epochs, 1, MAX_STEPS)
+        self.seed = check_int("seed", seed, 0, MAX_SEED)
+        self.threads_per_shard = check_int("threads_per_shard", threads_per_shard, 1,
+                                           MAX_THREADS)
         self.device = resolve_device(device)
         self.progress = check_bool("progress", progress, none=True)
         self.overwrite = check_bool("overwrite", overwrite)
@@ -744,7 +754,7 @@ class SISA:
                 f"this model was derived by {self.derived_by}; repartition the original run "
                 "(reopen it with SISA.load), then apply the edit again"
             )
-        new_seed = self.seed if seed is None else check_int("seed", seed, 0)
+        new_seed = self.seed if seed is None else check_int("seed", seed, 0, MAX_SEED)
         data = self._data
         if len(data) == 0:
             raise ValidationError("no records are left to repartition; fit the run on new data")

@@ -43,6 +43,7 @@ from tqdm.auto import tqdm
 
 from . import plugins
 from ._rng import derive_seed
+from ._validation import MAX_COUNT, MAX_SEED, MAX_STEPS, MAX_THREADS, make_out_dir
 from ._version import __version__
 from .data import Interactions, labelled
 from .errors import ValidationError
@@ -88,11 +89,19 @@ _TYPE_CHECKS: dict[str, tuple[Any, str]] = {
                 "a list of strings"),
 }
 
-# section -> key -> (type, default, minimum or choices)
+@dataclass(frozen=True)
+class _Range:
+    """An inclusive range of allowed numbers (a plain int limit is a minimum only)."""
+
+    low: float
+    high: float
+
+
+# section -> key -> (type, default, minimum, range or choices)
 _EXPERIMENT: dict[str, tuple[str, Any, Any]] = {
     "name": ("str", "experiment", None),
     "device": ("str", "auto", ("auto", "cpu", "cuda")),
-    "threads_per_shard": ("int", 1, 1),
+    "threads_per_shard": ("int", 1, _Range(1, MAX_THREADS)),
     "full_retrain": ("bool", False, None),
     "keep_runs": ("bool", False, None),
 }
@@ -101,11 +110,11 @@ _DATA_COMMON: dict[str, tuple[str, Any, Any]] = {
 }
 _DATA: dict[str, dict[str, tuple[str, Any, Any]]] = {
     "synthetic": {
-        "n_users": ("int", 1000, 2),
-        "n_items": ("int", 300, 2),
-        "mean_interactions": ("float", 20.0, None),
-        "n_factors": ("int", 8, 1),
-        "seed": ("int", 0, 0),
+        "n_users": ("int", 1000, _Range(2, 10**8)),
+        "n_items": ("int", 300, _Range(2, 10**7)),
+        "mean_interactions": ("float", 20.0, _Range(0, 10**6)),
+        "n_factors": ("int", 8, _Range(1, 1024)),
+        "seed": ("int", 0, _Range(0, MAX_SEED)),
     },
     "movielens": {
         "name": ("str", _REQUIRED, ("ml-100k", "ml-1m")),
@@ -125,31 +134,31 @@ _DATA: dict[str, dict[str, tuple[str, Any, Any]]] = {
 _SPLIT: dict[str, tuple[str, Any, Any]] = {
     "method": ("str", "holdout", ("holdout", "leave_last_out")),
     "test_fraction": ("float", 0.2, None),
-    "n": ("int", 1, 1),
-    "seed": ("int", 0, 0),
+    "n": ("int", 1, _Range(1, MAX_COUNT)),
+    "seed": ("int", 0, _Range(0, MAX_SEED)),
 }
 # grid axis -> (element type, default list, minimum)
 _GRID: dict[str, tuple[str, list[Any], Any]] = {
     "model": ("str", ["bpr-mf"], None),
     "sharder": ("str", ["random-user"], None),
     "aggregator": ("str", ["mean"], None),
-    "n_shards": ("int", [5], 1),
-    "n_slices": ("int", [1], 1),
-    "epochs": ("int", [10], 1),
-    "seed": ("int", [0], 0),
+    "n_shards": ("int", [5], _Range(1, MAX_COUNT)),
+    "n_slices": ("int", [1], _Range(1, MAX_COUNT)),
+    "epochs": ("int", [10], _Range(1, MAX_STEPS)),
+    "seed": ("int", [0], _Range(0, MAX_SEED)),
 }
 _GRID_KIND = {"model": "model", "sharder": "sharder", "aggregator": "aggregator"}
 _EVALUATION: dict[str, tuple[str, Any, Any]] = {
-    "ndcg_k": ("int", 10, 1),
-    "recall_k": ("int", 20, 1),
-    "jaccard_k": ("int", 10, 1),
+    "ndcg_k": ("int", 10, _Range(1, MAX_COUNT)),
+    "recall_k": ("int", 20, _Range(1, MAX_COUNT)),
+    "jaccard_k": ("int", 10, _Range(1, MAX_COUNT)),
     "groups": ("strlist", [], None),
 }
 # scenario kind -> its own keys (besides name and kind)
 _SCENARIO: dict[str, dict[str, tuple[str, Any, Any]]] = {
     "user": {},
-    "random": {"size": ("int", 10, 1)},
-    "shard": {"shard": ("int", 0, 0)},
+    "random": {"size": ("int", 10, _Range(1, 10**9))},
+    "shard": {"shard": ("int", 0, _Range(0, MAX_COUNT))},
     "activity": {"quantile": ("float", 0.2, None), "side": ("str", "bottom", ("bottom", "top"))},
     "attribute": {"attribute": ("str", _REQUIRED, None), "value": ("scalar", _REQUIRED, None)},
 }
@@ -178,6 +187,9 @@ def _check_value(path: str, value: Any, typ: str, limit: Any) -> Any:
         raise _bad(path, f"{value!r} is not allowed", f"use one of {', '.join(map(repr, limit))}")
     if isinstance(limit, int) and not isinstance(limit, bool) and value < limit:
         raise _bad(path, f"must be >= {limit}, got {value!r}", f"use a value >= {limit}")
+    if isinstance(limit, _Range) and not limit.low <= value <= limit.high:
+        span = f"[{limit.low:,}, {limit.high:,}]"
+        raise _bad(path, f"must lie in {span}, got {value!r}", f"use a value in {span}")
     return float(value) if typ == "float" else value
 
 
@@ -216,6 +228,12 @@ def _read_toml(path: Path) -> dict[str, Any]:
     except OSError as exc:
         raise ValidationError(
             f"cannot read experiment config {path}: {exc.strerror or exc}; check the path"
+        ) from exc
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[:exc.start].count(b"\n") + 1
+        raise ValidationError(
+            f"experiment config {path} is not UTF-8 text (byte {exc.object[exc.start]:#04x} on "
+            f"line {line}); TOML files must be UTF-8 — re-save it with UTF-8 encoding"
         ) from exc
     try:
         return tomllib.loads(text)
@@ -843,13 +861,13 @@ def run(
     if not isinstance(resume, bool):
         raise ValidationError(f"resume must be True or False, got {resume!r}")
     cfg = load_config(config_or_path, data_given=data is not None)
-    out = Path(out_dir)
     started, t_start = _now(), time.perf_counter()
     full = data if data is not None else _load_data(cfg)
     train, test = _split(cfg, full)
     _check_against_data(cfg, train)
+    # Created only once the config is known to fit the data: a bad config leaves no folder.
+    out = make_out_dir("out_dir", out_dir)
     fingerprint = _fingerprint(train)
-    out.mkdir(parents=True, exist_ok=True)
     (out / "cells").mkdir(exist_ok=True)
     ctx = _Context(cfg, train, test, out, progress, fingerprint)
     columns = _columns(cfg)

@@ -775,7 +775,7 @@ def read_interactions(
         Columns holding the raw user and item ids.
     rating_col, timestamp_col, weight_col : str, optional
         Columns for the optional per-record values. Ratings and weights are stored as float32:
-        a value beyond float32's range (|x| > 3.4e38) is refused, never turned into inf.
+        a value beyond float32's range (``abs(x) > 3.4e38``) is refused, never turned into inf.
         Timestamps may be integers, whole-valued floats, Parquet timestamps/dates or ISO-8601
         text, converted exactly to int64 Unix seconds; a fractional second, a value beyond
         int64 and a column mixing integer and ISO-8601 timestamps are refused.
