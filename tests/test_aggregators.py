@@ -20,7 +20,7 @@ from sisakit.aggregators.foldin import FoldInAggregator
 from sisakit.aggregators.linear import validation_mask
 from sisakit.aggregators.proto import kmeans
 from sisakit.engine import parameters_equal
-from sisakit.testing import make_interactions
+from sisakit.testing import engine_threads, make_interactions
 
 MODEL = dict(model_params=dict(factors=8, batch_size=64), progress=False, device="cpu")
 AGG = {
@@ -182,7 +182,8 @@ def test_untrained_shard_vectors_have_no_influence(aggregator):
     assert torch.equal(shard.user_embeddings()[u], torch.full((len(u), 8), -1e3))
     assert not torch.equal(shard.user_embeddings()[u], orig_p)
     assert not torch.equal(shard.item_embeddings()[i], orig_q)
-    refit = model.aggregator.clone().fit(model, model.data)
+    with engine_threads(model):  # compared bit for bit with the engine's fit below
+        refit = model.aggregator.clone().fit(model, model.data)
     model._aggregator = refit
     after = refit.state_dict()
     if aggregator == "attention":  # the whole learned state is untouched
@@ -349,14 +350,16 @@ def test_fold_in_uses_every_shard_but_no_untrained_item_vector():
     assert len(i), "the fixture must leave some items out of shard 0"
     with torch.no_grad():
         shard.item_embeddings()[i] = 1e3  # a view of the live parameters
-    model._aggregator = model.aggregator.clone().fit(model, model.data)
+    with engine_threads(model):
+        model._aggregator = model.aggregator.clone().fit(model, model.data)
     assert torch.equal(model.scores(np.arange(data.n_users)), scores)
     # A shard that never trained on a user still contributes (through its item factors).
     with torch.no_grad():
         j = torch.nonzero(items[0] > 0).flatten()
         g = torch.Generator().manual_seed(0)  # fold-in is invariant to sign and scale: add noise
         shard.item_embeddings()[j] += torch.randn(len(j), 8, generator=g)
-    model._aggregator = model.aggregator.clone().fit(model, model.data)
+    with engine_threads(model):
+        model._aggregator = model.aggregator.clone().fit(model, model.data)
     outsiders = torch.nonzero(users[0] == 0).flatten().numpy()
     assert not torch.equal(model.scores(outsiders), scores[outsiders])
 

@@ -216,9 +216,8 @@ def test_receraser_keeps_no_embeddings_and_is_seeded(data):
     ({"model": "no-such-model"}, "no model named"),
 ])
 def test_receraser_rejects_bad_parameters(data, params, match):
-    sh = plugins.build("sharder", "receraser-user", **{**FAST, **params})
-    with pytest.raises(sisakit.SisakitError, match=match):
-        sh.assign(data, 3, seed=0)
+    with pytest.raises(sisakit.SisakitError, match=match):  # at construction or at assign
+        plugins.build("sharder", "receraser-user", **{**FAST, **params}).assign(data, 3, seed=0)
 
 
 @pytest.mark.parametrize("name", NEW)

@@ -24,13 +24,15 @@ This module imports :mod:`pytest`; ``import sisakit`` never imports it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
 
+from ._device import deterministic, torch_threads
 from .aggregators.base import Aggregator
 from .attackers.base import Attacker, AttackResult
 from .data import Interactions
@@ -48,6 +50,7 @@ __all__ = [
     "SharderContract",
     "UnlearnerContract",
     "assert_exact",
+    "engine_threads",
     "make_attack_data",
     "make_interactions",
     "scratch_fit",
@@ -192,6 +195,29 @@ def _check_params_roundtrip(component: Any) -> None:
         "type(c)(**c.get_params()) does not reproduce the parameters; store every constructor "
         "argument as an attribute of the same name"
     )
+
+
+@contextlib.contextmanager
+def engine_threads(model: Any) -> Iterator[None]:
+    """Run a block under the thread count and determinism settings a fitted
+    :class:`~sisakit.SISA` run trains with.
+
+    A float reduction's order depends on the number of threads (and the CPU's vector width),
+    so learned state computed outside the engine equals the engine's bit for bit only when it
+    is computed under the engine's settings, never under the process's default thread count.
+
+    Parameters
+    ----------
+    model : SISA
+        The run whose ``threads_per_shard`` and device to use.
+
+    Examples
+    --------
+    >>> with engine_threads(run):  # doctest: +SKIP
+    ...     refit = run.aggregator.clone().fit(run, run.data)
+    """
+    with torch_threads(model.threads_per_shard), deterministic(model.device):
+        yield
 
 
 def stored_assignment(model: Any, data: Interactions) -> tuple[np.ndarray, np.ndarray]:

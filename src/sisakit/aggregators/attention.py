@@ -21,12 +21,22 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from .._device import resolve_device, torch_generator
 from .._rng import derive_seed
+from .._validation import (
+    MAX_BATCH,
+    MAX_SEED,
+    MAX_STEPS,
+    MAX_WIDTH,
+    check_bool,
+    check_choice,
+    check_device,
+    check_float,
+    check_int,
+)
 from ..errors import ValidationError
 from ..hookspecs import hookimpl
 from ..models.bpr import negative_pool, sample_negatives
@@ -47,21 +57,9 @@ def masked_softmax(logits: torch.Tensor, valid: torch.Tensor, dim: int = 0) -> t
     return e / e.sum(dim, keepdim=True).clamp_min(torch.finfo(e.dtype).tiny)
 
 
-def _check_positive_int(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValidationError(f"{name} must be a positive integer, got {value!r}")
-
-
-def _check_positive(name: str, value: Any, allow_zero: bool = False) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (
-        value >= 0 if allow_zero else value > 0)
-    if not ok:
-        raise ValidationError(f"{name} must be a number {'>=' if allow_zero else '>'} 0, "
-                              f"got {value!r}")
-
-
-def _fit_device(device: str, ensemble: Any) -> torch.device:
-    """``"auto"`` follows the ensemble's device (whose determinism settings wrap the fit)."""
+def fit_device(device: str, ensemble: Any) -> torch.device:
+    """The device an aggregator fits on: ``"auto"`` follows the ensemble's device (whose
+    determinism settings wrap the fit), anything else is resolved as given."""
     if device == "auto" and isinstance(getattr(ensemble, "device", None), torch.device):
         return ensemble.device
     return resolve_device(device)
@@ -149,15 +147,15 @@ class AttentionAggregator(Aggregator):
         self._state: dict[str, torch.Tensor] = {}
 
     def _validate(self) -> None:
-        for name in ("dim", "epochs", "batch_size"):
-            _check_positive_int(name, getattr(self, name))
-        _check_positive("lr", self.lr)
-        _check_positive("reg", self.reg, allow_zero=True)
-        if self.mode not in _MODES:
-            raise ValidationError(f"mode must be one of {_MODES}, got {self.mode!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
-            raise ValidationError(f"seed must be a non-negative integer, got {self.seed!r}")
-        resolve_device(self.device)
+        check_int("dim", self.dim, 1, MAX_WIDTH)
+        check_int("epochs", self.epochs, 1, MAX_STEPS)
+        check_int("batch_size", self.batch_size, 1, MAX_BATCH)
+        check_float("lr", self.lr, minimum=0, min_open=True, example=0.01)
+        check_float("reg", self.reg, minimum=0, example=1e-5)
+        check_choice("mode", self.mode, _MODES)
+        check_int("seed", self.seed, 0, MAX_SEED)
+        check_device("device", self.device)
+        check_bool("progress", self.progress, none=True)
 
     # ------------------------------------------------------------------ fitting
     def fit(self, ensemble: Any, data: Any) -> AttentionAggregator:
@@ -170,7 +168,7 @@ class AttentionAggregator(Aggregator):
                 f"mode='embeddings' needs shard models with user and item embeddings, but "
                 f"{type(models[0]).__name__} has none; use mode='scores' or 'auto'")
         seed = derive_seed(int(ensemble.seed), int(self.seed), 7)
-        dev = _fit_device(self.device, ensemble)
+        dev = fit_device(self.device, ensemble)
         users, items, local, positives, active = negative_pool(data)
         if emb is None:
             self._state = self._fit_scores(models, ucounts, users, items, local, positives,

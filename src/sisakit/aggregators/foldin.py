@@ -29,9 +29,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._validation import MAX_BATCH, check_float, check_int
 from ..errors import ValidationError
 from ..hookspecs import hookimpl
-from .attention import _check_positive
 from .base import Aggregator
 
 logger = logging.getLogger(__name__)
@@ -68,12 +68,13 @@ class FoldInAggregator(Aggregator):
         self.reg = reg
         self.alpha = alpha
         self.batch_size = batch_size
-        _check_positive("reg", reg)
-        _check_positive("alpha", alpha, allow_zero=True)
-        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
-                or batch_size < 1:
-            raise ValidationError(f"batch_size must be a positive integer, got {batch_size!r}")
+        self._validate()
         self._state: dict[str, torch.Tensor] = {}
+
+    def _validate(self) -> None:
+        check_float("reg", self.reg, minimum=0, min_open=True, example=1.0)
+        check_float("alpha", self.alpha, minimum=0, example=1.0)
+        check_int("batch_size", self.batch_size, 1, MAX_BATCH)
 
     def fit(self, ensemble: Any, data: Any) -> FoldInAggregator:
         """Copy the shards' item factors (and biases) and the users' training items."""

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from .._hashing import hash_ids
+from .._validation import MAX_COUNT, check_choice, check_float, check_int
 from ..errors import ValidationError
 from ..hookspecs import hookimpl
 from .base import Aggregator
@@ -77,18 +78,11 @@ class WeightedAggregator(Aggregator):
         self._shard_weights: torch.Tensor | None = None
 
     def _validate(self) -> None:
-        if self.by not in _BY:
-            raise ValidationError(f"by must be one of {_BY}, got {self.by!r}")
-        if isinstance(self.temperature, bool) or not (
-                isinstance(self.temperature, (int, float)) and self.temperature > 0):
-            raise ValidationError(f"temperature must be a number > 0, got {self.temperature!r}")
-        if isinstance(self.validation_fraction, bool) or not (
-                isinstance(self.validation_fraction, (int, float)) and
-                0 < self.validation_fraction < 1):
-            raise ValidationError(
-                f"validation_fraction must be a number in (0, 1), got {self.validation_fraction!r}")
-        if isinstance(self.k, bool) or not isinstance(self.k, (int, np.integer)) or self.k < 1:
-            raise ValidationError(f"k must be a positive integer, got {self.k!r}")
+        check_choice("by", self.by, _BY)
+        check_float("temperature", self.temperature, minimum=0, min_open=True, example=1.0)
+        check_float("validation_fraction", self.validation_fraction, minimum=0, maximum=1,
+                    min_open=True, max_open=True, example=0.1)
+        check_int("k", self.k, 1, MAX_COUNT)
 
     @property
     def requires_fit(self) -> bool:  # type: ignore[override]

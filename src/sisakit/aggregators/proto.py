@@ -21,14 +21,14 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import numpy as np
 import torch
 
-from .._device import resolve_device, torch_generator
+from .._device import torch_generator
 from .._rng import derive_seed
+from .._validation import MAX_COUNT, MAX_SEED, MAX_STEPS, check_device, check_float, check_int
 from ..errors import ValidationError
 from ..hookspecs import hookimpl
-from .attention import _check_positive, _check_positive_int, _fit_device, shard_embeddings
+from .attention import fit_device, shard_embeddings
 from .base import Aggregator
 
 logger = logging.getLogger(__name__)
@@ -97,13 +97,15 @@ class ProtoAggregator(Aggregator):
         self.iters = iters
         self.seed = seed
         self.device = device
-        _check_positive_int("n_prototypes", n_prototypes)
-        _check_positive_int("iters", iters)
-        _check_positive("shrinkage", shrinkage, allow_zero=True)
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise ValidationError(f"seed must be a non-negative integer, got {seed!r}")
-        resolve_device(device)
+        self._validate()
         self._state: dict[str, torch.Tensor] = {}
+
+    def _validate(self) -> None:
+        check_int("n_prototypes", self.n_prototypes, 1, MAX_COUNT)
+        check_int("iters", self.iters, 1, MAX_STEPS)
+        check_float("shrinkage", self.shrinkage, minimum=0, example=5.0)
+        check_int("seed", self.seed, 0, MAX_SEED)
+        check_device("device", self.device)
 
     def fit(self, ensemble: Any, data: Any) -> ProtoAggregator:
         """Cluster each shard's trained user and item vectors and build the shrunk tables."""
@@ -115,7 +117,7 @@ class ProtoAggregator(Aggregator):
                 f"{type(models[0]).__name__} has none; use a factor model (bpr-mf, ials) or "
                 "another aggregator (mean, weighted, attention)")
         ucounts, icounts = ensemble.shard_counts()
-        dev = _fit_device(self.device, ensemble)
+        dev = fit_device(self.device, ensemble)
         g = torch_generator(derive_seed(int(ensemble.seed), int(self.seed), 11))
         users, items = [], []
         for s in range(len(models)):  # one iteration per shard, vectorised inside

@@ -15,9 +15,10 @@ import numpy as np
 from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score, roc_auc_score
 from sklearn.model_selection import RepeatedStratifiedKFold
 
+from .._validation import MAX_COUNT, MAX_STEPS, MAX_WIDTH, check_float, check_int, check_sizes
 from ..errors import ValidationError
 from ..hookspecs import hookimpl
-from .base import Attacker, AttackResult
+from .base import MAX_ATTACK_SEED, Attacker, AttackResult
 
 
 def _check_xy(features: Any, labels: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -57,6 +58,12 @@ class AttributeAttacker(Attacker):
     def _make(self) -> Any:  # pragma: no cover - abstract in spirit
         raise NotImplementedError
 
+    def _validate(self) -> None:
+        """Check the protocol parameters; subclasses add their classifier's."""
+        check_int("seed", self.seed, 0, MAX_ATTACK_SEED)
+        check_int("n_splits", self.n_splits, 2, MAX_COUNT)  # k-fold needs k >= 2
+        check_int("n_repeats", self.n_repeats, 1, MAX_COUNT)
+
     def fit(self, features: np.ndarray, labels: np.ndarray) -> AttributeAttacker:
         x, y = _check_xy(features, labels)
         self.classes_, codes = np.unique(y, return_inverse=True)
@@ -70,6 +77,7 @@ class AttributeAttacker(Attacker):
 
     def evaluate(self, features: np.ndarray, labels: np.ndarray) -> AttackResult:
         """Balanced, repeated stratified k-fold evaluation of the attack (the paper protocol)."""
+        self._validate()
         x, y = _check_xy(features, labels)
         keep = balance(y, self.seed)
         x, y = x[keep], y[keep]
@@ -109,11 +117,16 @@ class XGBoostAttributeAttacker(AttributeAttacker):
 
     Parameters
     ----------
-    max_depth, n_estimators, learning_rate : xgboost parameters
+    max_depth : int
+        Maximum tree depth, in ``[1, 16384]``.
+    n_estimators : int
+        Boosting rounds, in ``[1, 100000]``.
+    learning_rate : float
+        Shrinkage of each round, in ``(0, 1]``.
     seed : int
-        Seeds the classifier, the class balancing and the folds.
+        Seeds the classifier, the class balancing and the folds, in ``[0, 2**32 - 1]``.
     n_splits, n_repeats : int
-        Cross-validation folds and repeats of :meth:`evaluate`.
+        Cross-validation folds (``>= 2``) and repeats (``>= 1``) of :meth:`evaluate`.
     """
 
     def __init__(self, max_depth: int = 4, n_estimators: int = 50, learning_rate: float = 0.5,
@@ -124,8 +137,17 @@ class XGBoostAttributeAttacker(AttributeAttacker):
         self.seed = seed
         self.n_splits = n_splits
         self.n_repeats = n_repeats
+        self._validate()  # refuse bad parameters now, before any fit trains
+
+    def _validate(self) -> None:
+        check_int("max_depth", self.max_depth, 1, MAX_WIDTH)
+        check_int("n_estimators", self.n_estimators, 1, MAX_STEPS)
+        check_float("learning_rate", self.learning_rate, minimum=0, maximum=1, min_open=True,
+                    example=0.5)
+        super()._validate()
 
     def _make(self) -> Any:
+        self._validate()
         from xgboost import XGBClassifier
 
         return XGBClassifier(max_depth=self.max_depth, n_estimators=self.n_estimators,
@@ -134,17 +156,37 @@ class XGBoostAttributeAttacker(AttributeAttacker):
 
 
 class MLPAttributeAttacker(AttributeAttacker):
-    """A scikit-learn multi-layer perceptron (one hidden layer of 100 units by default)."""
+    """A scikit-learn multi-layer perceptron (one hidden layer of 100 units by default).
+
+    Parameters
+    ----------
+    hidden_layer_sizes : tuple of int
+        Units per hidden layer, each in ``[1, 16384]`` (empty: no hidden layer).
+    max_iter : int
+        Maximum optimiser epochs, in ``[1, 100000]``.
+    seed : int
+        Seeds the classifier, the class balancing and the folds, in ``[0, 2**32 - 1]``.
+    n_splits, n_repeats : int
+        Cross-validation folds (``>= 2``) and repeats (``>= 1``) of :meth:`evaluate`.
+    """
 
     def __init__(self, hidden_layer_sizes: tuple[int, ...] = (100,), max_iter: int = 300,
                  seed: int = 0, n_splits: int = 5, n_repeats: int = 3) -> None:
-        self.hidden_layer_sizes = tuple(hidden_layer_sizes)
+        self.hidden_layer_sizes = check_sizes("hidden_layer_sizes", hidden_layer_sizes,
+                                              example="(100,)")
         self.max_iter = max_iter
         self.seed = seed
         self.n_splits = n_splits
         self.n_repeats = n_repeats
+        self._validate()  # refuse bad parameters now, before any fit trains
+
+    def _validate(self) -> None:
+        check_sizes("hidden_layer_sizes", self.hidden_layer_sizes, example="(100,)")
+        check_int("max_iter", self.max_iter, 1, MAX_STEPS)
+        super()._validate()
 
     def _make(self) -> Any:
+        self._validate()
         from sklearn.neural_network import MLPClassifier
         from sklearn.pipeline import make_pipeline
         from sklearn.preprocessing import StandardScaler

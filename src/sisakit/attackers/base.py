@@ -12,6 +12,10 @@ from sklearn.metrics import accuracy_score, roc_auc_score
 from ..base import Component
 from ..errors import ValidationError
 
+#: Largest ``seed`` an attacker takes: scikit-learn's ``random_state`` (the MLP initialisation,
+#: the validation split, the cross-validation folds) must lie in ``[0, 2**32 - 1]``.
+MAX_ATTACK_SEED = 2**32 - 1
+
 
 @dataclass(frozen=True)
 class AttackResult:

@@ -23,9 +23,10 @@ from typing import Any
 
 import numpy as np
 
+from .._validation import MAX_STEPS, check_float, check_int, check_sizes
 from ..errors import ValidationError
 from ..hookspecs import hookimpl
-from .base import Attacker
+from .base import MAX_ATTACK_SEED, Attacker
 
 
 class MembershipAttacker(Attacker):
@@ -37,25 +38,37 @@ class MembershipAttacker(Attacker):
     Parameters
     ----------
     hidden_layer_sizes : tuple of int
-        Units per hidden layer.
+        Units per hidden layer, each in ``[1, 16384]`` (empty: no hidden layer).
     max_iter : int
-        Maximum optimiser epochs (early stopping on a 10 % validation split usually stops it
-        sooner).
+        Maximum optimiser epochs, in ``[1, 100000]`` (early stopping on a 10 % validation split
+        usually stops it sooner).
     alpha : float
-        L2 penalty.
+        L2 penalty, ``>= 0``.
     seed : int
-        Seeds the weight initialisation and the validation split: same data and seed, same
-        probabilities.
+        Seeds the weight initialisation and the validation split, in ``[0, 2**32 - 1]``: same
+        data and seed, same probabilities.
     """
+
+    #: Shown in the error for a bad ``hidden_layer_sizes``.
+    _sizes_example = "(64, 32)"
 
     def __init__(self, hidden_layer_sizes: tuple[int, ...] = (64, 32), max_iter: int = 300,
                  alpha: float = 1e-4, seed: int = 0) -> None:
-        self.hidden_layer_sizes = tuple(hidden_layer_sizes)
+        self.hidden_layer_sizes = check_sizes("hidden_layer_sizes", hidden_layer_sizes,
+                                              example=self._sizes_example)
         self.max_iter = max_iter
         self.alpha = alpha
         self.seed = seed
+        self._validate()  # refuse bad parameters now, before any fit trains
+
+    def _validate(self) -> None:
+        check_sizes("hidden_layer_sizes", self.hidden_layer_sizes, example=self._sizes_example)
+        check_int("max_iter", self.max_iter, 1, MAX_STEPS)
+        check_float("alpha", self.alpha, minimum=0, example=1e-4)
+        check_int("seed", self.seed, 0, MAX_ATTACK_SEED)
 
     def _make(self) -> Any:
+        self._validate()
         from sklearn.neural_network import MLPClassifier
         from sklearn.pipeline import make_pipeline
         from sklearn.preprocessing import StandardScaler
@@ -120,6 +133,8 @@ class InteractionMembershipAttacker(MembershipAttacker):
     Same interface as :class:`MembershipAttacker`; the features come from
     :func:`sisakit.membership.interaction_features`.
     """
+
+    _sizes_example = "(32, 16)"
 
     def __init__(self, hidden_layer_sizes: tuple[int, ...] = (32, 16), max_iter: int = 300,
                  alpha: float = 1e-4, seed: int = 0) -> None:

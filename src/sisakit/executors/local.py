@@ -9,6 +9,9 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
+
+from .._validation import MAX_THREADS
 from ..errors import SisakitError, ValidationError
 from ..hookspecs import hookimpl
 from .base import Executor, OnResult, warm_up
@@ -44,11 +47,17 @@ class JoblibExecutor(Executor):
     """
 
     def __init__(self, n_jobs: int = -1) -> None:
-        if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs == 0:
-            raise ValidationError(
-                f"n_jobs must be a non-zero integer (e.g. 2, or -1 for every core), got {n_jobs!r}"
-            )
         self.n_jobs = n_jobs
+        self._validate()  # refuse bad parameters now, before any worker starts
+
+    def _validate(self) -> None:
+        # joblib's convention: 1..N workers, or -1 (every core), -2 (all but one), ...
+        n = self.n_jobs
+        if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)) or n == 0 \
+                or not -MAX_THREADS <= n <= MAX_THREADS:
+            raise ValidationError(
+                f"n_jobs must be a non-zero integer in [-{MAX_THREADS:,}, {MAX_THREADS:,}] (e.g. 2, "
+                f"or -1 for every core), got {n!r:.80} ({type(n).__name__}); pass e.g. n_jobs=2")
 
     def _parallel(self, **kw: Any) -> Any:
         from joblib import Parallel

@@ -23,6 +23,7 @@ from torch import nn
 
 from .._device import resolve_device, torch_generator
 from .._rng import INIT, derive_seed, seed_from_tensor
+from .._validation import MAX_BATCH, check_device, check_float, check_int, check_sizes
 from ..errors import ValidationError
 from ..hookspecs import hookimpl
 from ._module_state import load_module_state, module_state
@@ -70,26 +71,21 @@ class MLPClassifier(ShardModel):
 
     def __init__(self, hidden: tuple[int, ...] = (64,), lr: float = 0.01, weight_decay: float = 0.0,
                  batch_size: int = 64, device: str = "auto") -> None:
-        self.hidden = tuple(hidden)
+        self.hidden = check_sizes("hidden", hidden, example="(64,)")
         self.lr = lr
         self.weight_decay = weight_decay
         self.batch_size = batch_size
         self.device = device
+        self._validate()  # refuse bad parameters now, before any fit allocates
         self._net: nn.Sequential | None = None
         self._space_features: np.ndarray | None = None
 
     def _validate(self) -> None:
-        if (isinstance(self.batch_size, bool) or not isinstance(self.batch_size, (int, np.integer))
-                or self.batch_size < 1):
-            raise ValidationError(f"batch_size must be an integer >= 1, got {self.batch_size!r}")
-        if not self.lr > 0:
-            raise ValidationError(f"lr must be > 0, got {self.lr!r}")
-        if not self.weight_decay >= 0:
-            raise ValidationError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
-        if any(isinstance(h, bool) or not isinstance(h, (int, np.integer)) or h < 1
-               for h in self.hidden):
-            raise ValidationError(
-                f"hidden must be positive layer sizes, e.g. (64,), got {self.hidden!r}")
+        check_sizes("hidden", self.hidden, example="(64,)")
+        check_float("lr", self.lr, minimum=0, min_open=True, example=0.01)
+        check_float("weight_decay", self.weight_decay, minimum=0, example=0.0)
+        check_int("batch_size", self.batch_size, 1, MAX_BATCH)
+        check_device("device", self.device)
 
     def _build(self, n_features: int, n_classes: int, seed: int) -> None:
         self._validate()

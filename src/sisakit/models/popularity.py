@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._validation import check_device
 from ..errors import ValidationError
 from ..hookspecs import hookimpl
 from .base import ShardModel
@@ -22,7 +23,11 @@ class Popularity(ShardModel):
 
     def __init__(self, device: str = "cpu") -> None:
         self.device = device
+        self._validate()  # refuse bad parameters now, before any fit
         self._counts: torch.Tensor | None = None
+
+    def _validate(self) -> None:
+        check_device("device", self.device)
 
     def setup(self, space: Any, *, seed: int) -> None:
         self._counts = torch.zeros(space.n_items, dtype=torch.float32)

@@ -30,7 +30,7 @@ from torch.nn import functional as F
 
 from .._device import resolve_device
 from .._rng import INIT, derive_seed, seed_from_tensor
-from .._validation import check_int
+from .._validation import MAX_BATCH, MAX_COUNT, MAX_WIDTH, check_device, check_float, check_int
 from ..errors import ValidationError
 from ..hookspecs import hookimpl
 from ._module_state import load_module_state, module_state
@@ -222,24 +222,26 @@ class SASRec(ShardModel):
         self.time_budget = time_budget
         self.score_batch = score_batch
         self.device = device
+        self._validate()  # refuse bad parameters now, before any fit allocates
         self._net: SASRecNet | None = None
         self._history: torch.Tensor | None = None
 
     # ------------------------------------------------------------------ building
     def _validate(self) -> None:
-        for name in ("factors", "n_blocks", "n_heads", "max_len", "batch_size", "score_batch"):
-            check_int(name, getattr(self, name), 1)
+        for name in ("factors", "n_blocks", "n_heads"):
+            check_int(name, getattr(self, name), 1, MAX_WIDTH)
+        check_int("max_len", self.max_len, 1, MAX_COUNT)
+        for name in ("batch_size", "score_batch"):
+            check_int(name, getattr(self, name), 1, MAX_BATCH)
         if self.factors % self.n_heads:
             raise ValidationError(f"n_heads ({self.n_heads}) must divide factors "
                                   f"({self.factors}); e.g. factors=64, n_heads=2")
-        if not 0.0 <= float(self.dropout) < 1.0:
-            raise ValidationError(f"dropout must be in [0, 1), got {self.dropout!r}")
-        if not self.lr > 0 or not self.weight_decay >= 0:
-            raise ValidationError(f"lr must be > 0 and weight_decay >= 0, got lr={self.lr!r}, "
-                                  f"weight_decay={self.weight_decay!r}")
-        if self.time_budget is not None and not self.time_budget > 0:
-            raise ValidationError(f"time_budget must be None or > 0 seconds, got "
-                                  f"{self.time_budget!r}")
+        check_float("dropout", self.dropout, minimum=0, maximum=1, max_open=True, example=0.2)
+        check_float("lr", self.lr, minimum=0, min_open=True, example=0.001)
+        check_float("weight_decay", self.weight_decay, minimum=0, example=0.0)
+        check_float("time_budget", self.time_budget, minimum=0, min_open=True, none=True,
+                    example=600.0)
+        check_device("device", self.device)
 
     def _build(self, n_users: int, n_items: int, seed: int) -> None:
         self._validate()

@@ -29,6 +29,7 @@ from torch import nn
 
 from .._device import resolve_device
 from .._rng import seed_from_tensor
+from .._validation import MAX_COUNT, check_int, check_path
 from ..errors import ValidationError
 from ..hookspecs import hookimpl
 from ._module_state import load_module_state
@@ -134,13 +135,15 @@ class T5Rec(SASRec):
                  time_budget: float | None = None, score_batch: int = 512,
                  device: str = "auto", config: Any = None, weights: str | Path | None = None,
                  train_positions: int | None = 4) -> None:
+        self.config = config
+        self.weights = weights
+        self.train_positions = train_positions
+        # SASRec.__init__ stores the shared parameters and calls self._validate() (below),
+        # which checks them all, these three included
         super().__init__(factors=factors, n_blocks=n_blocks, n_heads=n_heads, max_len=max_len,
                          dropout=dropout, lr=lr, weight_decay=weight_decay,
                          batch_size=batch_size, time_budget=time_budget,
                          score_batch=score_batch, device=device)
-        self.config = config
-        self.weights = weights
-        self.train_positions = train_positions
 
     # ------------------------------------------------------------------ building
     def _t5_config(self, n_items: int) -> Any:
@@ -176,9 +179,15 @@ class T5Rec(SASRec):
 
     def _validate(self) -> None:
         super()._validate()
-        tp = self.train_positions
-        if tp is not None and (isinstance(tp, bool) or not isinstance(tp, int) or tp < 1):
-            raise ValidationError(f"train_positions must be None or an integer >= 1, got {tp!r}")
+        cfg = self.config
+        if not (cfg is None or isinstance(cfg, (str, Path, Mapping)) or hasattr(cfg, "to_dict")):
+            raise ValidationError(
+                f"config must be None, a transformers.T5Config, a dict or a config.json path, "
+                f"got {type(cfg).__name__} {cfg!r:.80}; pass e.g. config='path/to/config.json'")
+        if self.weights is not None:
+            check_path("weights", self.weights)
+        if self.train_positions is not None:
+            check_int("train_positions", self.train_positions, 1, MAX_COUNT)
 
     def _build(self, n_users: int, n_items: int, seed: int) -> None:
         self._validate()

@@ -33,6 +33,7 @@ import torch
 from .. import plugins
 from .._device import deterministic, resolve_device, torch_threads
 from .._rng import derive_seed
+from .._validation import MAX_STEPS, check_int, check_params
 from ..errors import ValidationError
 from ..hookspecs import hookimpl
 from .base import Sharder
@@ -204,18 +205,18 @@ class _RecEraserSharder(Sharder):
         self.model_params = model_params
         self.epochs = epochs
         self.max_iter = max_iter
+        self._validate()  # refuse bad parameters now, before any fit
 
     def _validate(self) -> None:
-        for name in ("epochs", "max_iter"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValidationError(f"{name} must be a positive integer, got {value!r}")
-        if not isinstance(self.model, str):
+        """Check the parameters. Whether ``model`` is registered and takes ``model_params`` is
+        checked when :meth:`embeddings` builds it."""
+        check_int("epochs", self.epochs, 1, MAX_STEPS)
+        check_int("max_iter", self.max_iter, 1, MAX_STEPS)
+        if not isinstance(self.model, str) or not self.model:
             raise ValidationError(
-                f"model must be the registered name of a model (e.g. 'bpr-mf'), got {self.model!r}"
-            )
-        if self.model_params is not None and not isinstance(self.model_params, dict):
-            raise ValidationError(f"model_params must be a dict or None, got {self.model_params!r}")
+                f"model must be the registered name of a model, got {self.model!r:.80} "
+                f"({type(self.model).__name__}); pass e.g. model='bpr-mf'")
+        check_params("model_params", self.model_params)
 
     def embeddings(self, data: Any, *, seed: int) -> tuple[np.ndarray, np.ndarray]:
         """Pre-train ``model`` on ``data`` and return its ``(user, item)`` embeddings (float64).

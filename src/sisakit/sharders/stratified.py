@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from .._hashing import hash_ids
+from .._validation import MAX_COUNT, check_int
 from ..data import labelled
 from ..errors import ValidationError
 from ..hookspecs import hookimpl
@@ -109,12 +110,14 @@ class ActivityStratifiedSharder(_StratifiedUserSharder):
 
     def __init__(self, n_bins: int = 5) -> None:
         self.n_bins = n_bins
+        self._validate()  # refuse bad parameters now, before any fit
+
+    def _validate(self) -> None:
+        check_int("n_bins", self.n_bins, 1, MAX_COUNT)
 
     def strata(self, data: Any) -> tuple[np.ndarray, np.ndarray]:
         """``(users, bin)``: the users with records and each one's activity bin."""
-        if isinstance(self.n_bins, bool) or not isinstance(self.n_bins, (int, np.integer)) \
-                or self.n_bins < 1:
-            raise ValidationError(f"n_bins must be a positive integer, got {self.n_bins!r}")
+        self._validate()
         counts = data.user_counts()
         users = np.flatnonzero(counts)
         activity = counts[users]
@@ -147,10 +150,20 @@ class AttributeStratifiedSharder(_StratifiedUserSharder):
 
     def __init__(self, attribute: str = "gender") -> None:
         self.attribute = attribute
+        self._validate()  # refuse bad parameters now, before any fit
+
+    def _validate(self) -> None:
+        # whether the data has this column is checked by strata(), which sees the data
+        if not isinstance(self.attribute, str) or not self.attribute:
+            raise ValidationError(
+                f"attribute must be the name of a user attribute column (a non-empty str), got "
+                f"{self.attribute!r:.80} ({type(self.attribute).__name__}); pass e.g. "
+                "attribute='gender' in sharder_params")
 
     def strata(self, data: Any) -> tuple[np.ndarray, np.ndarray]:
         """``(users, stratum)``: the users with records and the index of their attribute value
         (the last stratum holds users without a value)."""
+        self._validate()
         cols = data.user_attributes
         if self.attribute not in cols:
             raise ValidationError(

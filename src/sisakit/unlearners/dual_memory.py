@@ -33,7 +33,17 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
-from .._validation import check_int
+from .._validation import (
+    MAX_BATCH,
+    MAX_COUNT,
+    MAX_SEED,
+    MAX_STEPS,
+    MAX_WIDTH,
+    check_bool,
+    check_choice,
+    check_float,
+    check_int,
+)
 from ..data import Interactions
 from ..errors import CheckpointError, ValidationError
 from ..hookspecs import hookimpl
@@ -757,8 +767,8 @@ class DualMemory(Unlearner):
         self.preset = preset
         self.rank = rank
         self.alpha = alpha
-        self.targets = (tuple(targets) if targets is not None and not isinstance(targets, str)
-                        else targets)
+        self.targets = (tuple(targets) if isinstance(targets, Iterable)
+                        and not isinstance(targets, str) else targets)
         self.epochs = epochs
         self.lr = lr
         self.batch_size = batch_size
@@ -784,12 +794,18 @@ class DualMemory(Unlearner):
         self.threshold = threshold
         self.seed = seed
         self.progress = progress
+        self._validate()  # refuse bad parameters now, before any unlearn trains
 
     # ------------------------------------------------------------------ configuration
     def settings(self) -> dict[str, Any]:
-        """The effective loss weights and margins: the preset, overridden by explicit values."""
-        if self.preset not in PRESETS:
-            raise ValidationError(f"preset must be one of {sorted(PRESETS)}, got {self.preset!r}")
+        """The effective loss weights and margins: the preset, overridden by explicit values.
+
+        Raises
+        ------
+        ValidationError
+            If a parameter is invalid (see :meth:`_validate`).
+        """
+        self._validate()
         out = dict(PRESETS[self.preset])
         for name in _TUNABLE:
             value = getattr(self, name)
@@ -797,25 +813,44 @@ class DualMemory(Unlearner):
                 out[name] = value
         return out
 
-    def _validate(self, cfg: Mapping[str, Any]) -> None:
-        for name in ("rank", "batch_size", "router_hidden", "router_epochs", "router_retain"):
-            check_int(name, getattr(self, name), 1)
-        for name in ("epochs", "hard_negatives", "top_k"):
-            check_int(name, cfg[name], 1)
+    def _validate(self) -> None:
+        """Check every parameter (``None`` parameters take their preset's value, valid by
+        construction). Whether ``rank`` fits the target layers is checked by :meth:`unlearn`,
+        which sees the model."""
+        check_choice("preset", self.preset, tuple(PRESETS))
+        check_int("rank", self.rank, 1, MAX_WIDTH)
+        check_float("alpha", self.alpha, minimum=0, min_open=True, example=16.0)
+        if self.targets is not None and not (
+                isinstance(self.targets, tuple) and self.targets
+                and all(isinstance(t, str) and t for t in self.targets)):
+            raise ValidationError(
+                f"targets must be a non-empty tuple of layer names, or None for the model's "
+                f"lora_targets, got {self.targets!r:.80}; pass e.g. targets=('attn.q', 'attn.v')")
+        if self.epochs is not None:
+            check_int("epochs", self.epochs, 1, MAX_STEPS)
+        check_float("lr", self.lr, minimum=0, min_open=True, none=True, example=0.01)
+        check_int("batch_size", self.batch_size, 1, MAX_BATCH)
+        check_float("retain_ratio", self.retain_ratio, minimum=0, min_open=True, example=5.0)
         for name in ("retention_weight", "kl_weight", "unlikelihood_weight", "margin_weight",
-                     "topk_weight", "suppress_weight", "rank_weight", "rank_margin"):
-            if not (isinstance(cfg[name], (int, float)) and cfg[name] >= 0
-                    and math.isfinite(cfg[name])):
-                raise ValidationError(f"{name} must be a finite number >= 0, got {cfg[name]!r}")
-        for name, value in (("lr", cfg["lr"]), ("alpha", self.alpha),
-                            ("router_lr", self.router_lr), ("retain_ratio", self.retain_ratio)):
-            if not (isinstance(value, (int, float)) and value > 0 and math.isfinite(value)):
-                raise ValidationError(f"{name} must be a finite number > 0, got {value!r}")
-        if not 0.0 < float(self.threshold) < 1.0:
-            raise ValidationError(f"threshold must lie in (0, 1), got {self.threshold!r}")
-        if self.targets is not None and (isinstance(self.targets, str) or not self.targets):
-            raise ValidationError("targets must be a non-empty tuple of layer names, e.g. "
-                                  "('attn.q', 'attn.v'), or None for the model's lora_targets")
+                     "topk_weight", "suppress_weight", "rank_weight"):
+            check_float(name, getattr(self, name), minimum=0, none=True, example=1.0)
+        for name in ("hard_negatives", "top_k"):
+            if getattr(self, name) is not None:
+                check_int(name, getattr(self, name), 1, MAX_COUNT)
+        for name in ("margin", "topk_margin", "rank_margin"):
+            check_float(name, getattr(self, name), minimum=0, none=True, example=0.5)
+        # a logit level, not a distance: any sign
+        check_float("suppress_margin", self.suppress_margin, none=True, example=0.0)
+        check_bool("stop_at_top_k", self.stop_at_top_k, none=True)
+        check_int("router_hidden", self.router_hidden, 1, MAX_WIDTH)
+        check_int("router_epochs", self.router_epochs, 1, MAX_STEPS)
+        check_float("router_lr", self.router_lr, minimum=0, min_open=True, example=0.01)
+        # the router trains full-batch: its negatives are the rows of one step
+        check_int("router_retain", self.router_retain, 1, MAX_BATCH)
+        check_float("threshold", self.threshold, minimum=0, maximum=1, min_open=True,
+                    max_open=True, example=0.5)
+        check_int("seed", self.seed, 0, MAX_SEED)
+        check_bool("progress", self.progress, none=True)
 
     # ------------------------------------------------------------------ inputs
     @staticmethod
@@ -903,8 +938,7 @@ class DualMemory(Unlearner):
             Unknown users or items.
         """
         t0, c0 = time.perf_counter(), time.process_time()
-        cfg = self.settings()
-        self._validate(cfg)
+        cfg = self.settings()  # validates the parameters
         self._check_model(model)
         data, remove = self._resolve(model, request, data)
         held = self._check_held_out(held_out, data)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import itertools
 import logging
 import time
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -29,6 +30,8 @@ import torch
 
 from .. import plugins
 from .._device import torch_generator
+from .._validation import MAX_COUNT, MAX_SEED, MAX_STEPS, check_float, check_int
+from ..attackers.base import MAX_ATTACK_SEED
 from ..data import canonical_id, labelled
 from ..errors import ValidationError
 from ..hookspecs import hookimpl
@@ -57,6 +60,14 @@ def mmd2(a: torch.Tensor, b: torch.Tensor, bandwidths: torch.Tensor) -> torch.Te
         return torch.exp(-d2[None] / (2.0 * bandwidths[:, None, None] ** 2)).sum(0)
 
     return k(a, a).mean() + k(b, b).mean() - 2.0 * k(a, b).mean()
+
+
+def _as_tuple(value: Any) -> Any:
+    """``value`` as a tuple when it is a non-string iterable (else unchanged, for
+    :meth:`PotAU._validate` to refuse)."""
+    if isinstance(value, Iterable) and not isinstance(value, (str, bytes)):
+        return tuple(value)
+    return value
 
 
 class PotAU(Unlearner):
@@ -92,10 +103,32 @@ class PotAU(Unlearner):
         self.u2u_weight = u2u_weight
         self.d2d_weight = d2d_weight
         self.reg_weight = reg_weight
-        self.bandwidths = tuple(bandwidths)
+        self.bandwidths = _as_tuple(bandwidths)
         self.max_per_group = max_per_group
         self.seed = seed
-        self.attackers = tuple(attackers)
+        self.attackers = _as_tuple(attackers)
+        self._validate()  # refuse bad parameters now, before any unlearn trains
+
+    def _validate(self) -> None:
+        check_int("steps", self.steps, 1, MAX_STEPS)
+        check_float("lr", self.lr, minimum=0, min_open=True, example=0.01)
+        for name, example in (("u2u_weight", 0.1), ("d2d_weight", 1.0), ("reg_weight", 1.0)):
+            check_float(name, getattr(self, name), minimum=0, example=example)
+        if not (isinstance(self.bandwidths, tuple) and self.bandwidths):
+            raise ValidationError(
+                f"bandwidths must be a non-empty tuple of numbers > 0 (multiples of the median "
+                f"pairwise distance), got {self.bandwidths!r:.80}; pass e.g. "
+                "bandwidths=(0.5, 1.0, 2.0)")
+        for i, b in enumerate(self.bandwidths):
+            check_float(f"bandwidths[{i}]", b, minimum=0, min_open=True, example=1.0)
+        check_int("max_per_group", self.max_per_group, 1, MAX_COUNT)
+        if not (isinstance(self.attackers, tuple)
+                and all(isinstance(a, str) and a for a in self.attackers)):
+            raise ValidationError(
+                f"attackers must be a tuple of registered attacker names (empty to skip the "
+                f"attacks), got {self.attackers!r:.80}; pass e.g. attackers=('mlp-attribute',)")
+        # the seed also seeds the attackers, whose scikit-learn random_state is 32-bit
+        check_int("seed", self.seed, 0, MAX_ATTACK_SEED if self.attackers else MAX_SEED)
 
     # ------------------------------------------------------------------ inputs
     def _labels(self, model: Any, request: AttributeRequest, n_users: int) -> np.ndarray:
@@ -194,8 +227,7 @@ class PotAU(Unlearner):
 
         if not isinstance(request, AttributeRequest):
             raise ValidationError("pot-au takes an AttributeRequest(attribute=...)")
-        if int(self.steps) < 1 or not self.lr > 0:
-            raise ValidationError("steps must be >= 1 and lr > 0")
+        self._validate()
         t0 = time.perf_counter()
         shard_models = model.shard_models if isinstance(model, SISA) else [model]
         n_users = int(getattr(model, "n_users", 0) or shard_models[0].n_users)
