@@ -133,7 +133,7 @@ def test_no_validation_records_gives_uniform_weights(data):
 @pytest.mark.parametrize("sharder", ["random-user", "random-interaction"])
 def test_forget_equals_scratch_fit_with_stored_assignment(data, aggregator, sharder):
     model = make(aggregator, sharder).fit(data)
-    assignment = (model._shard.copy(), model._slice.copy())
+    assignment = (model.assignment[0].copy(), model.assignment[1].copy())
     users = data.user_ids[[3, 40]].tolist()
     held = validation_mask(data.record_id, 0.2, seed=1)
     row = int(np.flatnonzero(held & ~np.isin(data.user_idx, [3, 40]))[0])  # a held-out record
@@ -183,8 +183,8 @@ def test_untrained_shard_vectors_have_no_influence(aggregator):
     assert not torch.equal(shard.user_embeddings()[u], orig_p)
     assert not torch.equal(shard.item_embeddings()[i], orig_q)
     with engine_threads(model):  # compared bit for bit with the engine's fit below
-        refit = model.aggregator.clone().fit(model, model.data)
-    model._aggregator = refit
+        refit = model.aggregator.clone().fit(model.view(), model.data)
+    model._state = model._state.evolve(aggregator=refit)
     after = refit.state_dict()
     if aggregator == "attention":  # the whole learned state is untouched
         assert all(torch.equal(before[k], after[k]) for k in before)
@@ -351,7 +351,8 @@ def test_fold_in_uses_every_shard_but_no_untrained_item_vector():
     with torch.no_grad():
         shard.item_embeddings()[i] = 1e3  # a view of the live parameters
     with engine_threads(model):
-        model._aggregator = model.aggregator.clone().fit(model, model.data)
+        refit = model.aggregator.clone().fit(model.view(), model.data)
+        model._state = model._state.evolve(aggregator=refit)
     assert torch.equal(model.scores(np.arange(data.n_users)), scores)
     # A shard that never trained on a user still contributes (through its item factors).
     with torch.no_grad():
@@ -359,7 +360,8 @@ def test_fold_in_uses_every_shard_but_no_untrained_item_vector():
         g = torch.Generator().manual_seed(0)  # fold-in is invariant to sign and scale: add noise
         shard.item_embeddings()[j] += torch.randn(len(j), 8, generator=g)
     with engine_threads(model):
-        model._aggregator = model.aggregator.clone().fit(model, model.data)
+        refit = model.aggregator.clone().fit(model.view(), model.data)
+        model._state = model._state.evolve(aggregator=refit)
     outsiders = torch.nonzero(users[0] == 0).flatten().numpy()
     assert not torch.equal(model.scores(outsiders), scores[outsiders])
 
@@ -368,7 +370,7 @@ def test_fold_in_forgotten_user_gets_popularity(data):
     model = make("fold-in", "random-user", n_slices=1).fit(data)
     user = data.user_ids[5]
     model.forget(users=[user])
-    idx = model._user_index([user])
+    idx = model.view().user_index([user])
     sc = model.scores(idx)
     active = torch.from_numpy(model.data.item_active.copy())
     assert bool((sc[0][active] < -1e29).all()), "a forgotten user must get the popularity fallback"

@@ -193,7 +193,7 @@ def test_exact_class_and_sample_forgetting_equals_scratch_fit(digits3):
     extra = data.user_ids[data.user_idx[data.item_idx == 0][:3]].tolist()
     gone = np.concatenate([classification.class_samples(sisa, 2), extra])
     keep = ~np.isin(data.user_ids[data.user_idx], gone)
-    stored = (sisa._shard[keep], sisa._slice[keep])
+    stored = (sisa.assignment[0][keep], sisa.assignment[1][keep])
     report = classification.forget_class(sisa, 2, extra_samples=extra)
     assert 0 < len(report.shards_retrained) < 4
     ref = make_sisa("low", n_shards=4, n_slices=3, epochs=3).fit(data.without(users=gone.tolist()),

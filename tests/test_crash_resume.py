@@ -273,7 +273,7 @@ def test_killed_at_fault_point_resumes_exactly(case, killed, refs, capsys):
         fit = out["fit"]
     model = SISA.load(run)
     if how == "load":
-        fit = getattr(model, "_resumed", None)
+        fit = getattr(model, "fit_resumed", None)
     if reused is None:
         assert fit is None  # nothing to train: a committed fit, or no fit at all
     else:
@@ -328,8 +328,8 @@ def test_forget_cost_does_not_reread_the_ledger(refs, tmp_path, monkeypatch):
     run = _copy(refs["root"] / "fit", tmp_path / "run")
     model = SISA.load(run)
     model.forget(users=[U1], request_id="a")
-    ledger = model._ledger
-    assert ledger is model._ledger and ledger.state("a") == "applied"
+    ledger = model._durable.ledger
+    assert ledger is model._durable.ledger and ledger.state("a") == "applied"
     assert ledger._offset == (run / "ledger.jsonl").stat().st_size
     SISA.load(run).forget(users=[U2], request_id="b")  # another writer appends
     parsed = []
@@ -375,7 +375,7 @@ def test_killed_at_random_moments_resumes_exactly(refs, data, tmp_path):
             model = SISA(workdir=run, **CFG).fit(data)
         for rid in acknowledged:
             assert DeletionLedger(run).state(rid) == "applied", (case, rid)
-        phases.add(len(acknowledged) if getattr(model, "_resumed", None) is None else "fit")
+        phases.add(len(acknowledged) if getattr(model, "fit_resumed", None) is None else "fit")
         model.forget(users=[U1], request_id="r1")
         model.forget(users=[U2], request_id="r2")
         assert [h.get("request") for h in model.history] == ["r1", "r2"]
@@ -401,7 +401,7 @@ def test_checkpoints_trained_in_worker_processes_are_recorded(refs, data, tmp_pa
     progress = [json.loads(x)["name"] for x in progress if x]
     assert len(set(progress)) == len(progress) == CFG["n_shards"] * CFG["n_slices"]
     model = SISA.load(run)
-    assert model._resumed["reused"] == 6 and model._resumed["trained"] == 0
+    assert model.fit_resumed["reused"] == 6 and model.fit_resumed["trained"] == 0
     check_recovered(run, model, refs["fit"], [])
 
 
@@ -423,5 +423,5 @@ def test_interrupted_fit_is_refused_as_a_workdir_until_resumed_or_overwritten(re
     with pytest.raises(sisakit.CheckpointError, match="sisakit resume"):
         SISA.load(run, resume=False)
     model = SISA(workdir=run, overwrite=True, **CFG).fit(data)  # starts over
-    assert model._resumed == {"generation": 1, "reused": 0, "trained": 6}
+    assert model.fit_resumed == {"generation": 1, "reused": 0, "trained": 6}
     check_recovered(run, model, refs["fit"], [])

@@ -87,9 +87,9 @@ def test_forget_item_retrains_every_shard_from_slice_zero(data):
 def test_forget_in_each_slice_restarts_from_that_slice(data, which):
     model = make(2, 3).fit(data)
     target = {"first": 0, "middle": 1, "last": 2}[which]
-    rows = np.flatnonzero(model._slice == target)
+    rows = np.flatnonzero(model.assignment[1] == target)
     user = data.user_ids[data.user_idx[rows[0]]]
-    shard = int(model._shard[rows[0]])
+    shard = int(model.assignment[0][rows[0]])
     report = model.forget(users=[user])
     assert report.shards_retrained == [shard]
     assert report.earliest_slice == {shard: target}
@@ -125,9 +125,9 @@ def test_work_fraction_matches_stage_sizes(data):
     model = make(2, 4).fit(data)
     user = data.user_ids[0]
     rows = data.user_idx == 0
-    s, r = int(model._shard[rows][0]), int(model._slice[rows][0])
+    s, r = int(model.assignment[0][rows][0]), int(model.assignment[1][rows][0])
     report = model.forget(users=[user])
-    work = model._stage_work(model._shard, model._slice)
+    work = model.view().stage_work()
     assert report.work_fraction == pytest.approx(work[s, r:].sum() / work.sum())
 
 
@@ -189,13 +189,13 @@ def test_empty_request_is_rejected_and_a_shard_may_be_emptied(data):
         model.forget()
     assert len(model.history) == 0
     # An erasure request is never refused because it empties a shard.
-    shard0 = model._shard == 0
+    shard0 = model.assignment[0] == 0
     users = np.unique(data.user_ids[data.user_idx[shard0]]).tolist()
     keep = ~np.isin(data.user_ids[data.user_idx], users)
-    stored = (model._shard[keep], model._slice[keep])
+    stored = (model.assignment[0][keep], model.assignment[1][keep])
     report = model.forget(users=users)
     assert report.records_removed == int(shard0.sum())
-    assert model._counts[0].sum() == 0
+    assert model.view().user_counts[0].sum() == 0
     ref = make(2, 1).fit(data.without(users=users), assignment=stored)
     assert parameters_equal(model, ref)[0]
     left = data.without(users=users).user_ids
@@ -257,8 +257,8 @@ def test_user_without_data_gets_popularity_fallback(data):
 def test_items_a_shard_never_saw_rank_below_its_scored_items(data):
     model = make(3, 1).fit(data)
     u = 0
-    s = int(model._shard[data.user_idx == u][0])
-    seen = model._item_seen[s].numpy()
+    s = int(model.assignment[0][data.user_idx == u][0])
+    seen = (model.shard_counts()[1][s] > 0).numpy()
     assert not seen.all(), "fixture should leave some items unseen by a shard"
     scores = model.scores(np.array([u]))[0].numpy()
     assert scores[~seen].max() < scores[seen].min()
@@ -271,7 +271,7 @@ def test_items_a_shard_never_saw_rank_below_its_scored_items(data):
 def test_users_a_shard_never_saw_are_unaffected_by_it(data, monkeypatch):
     model = make(3, 1).fit(data)
     u = 0
-    s = int(model._shard[data.user_idx == u][0])
+    s = int(model.assignment[0][data.user_idx == u][0])
     before = model.scores(np.array([u])).clone()
     for other in range(3):
         if other != s:  # whatever another shard would say about this user is ignored
@@ -279,7 +279,7 @@ def test_users_a_shard_never_saw_are_unaffected_by_it(data, monkeypatch):
                                 lambda idx: torch.full((len(idx), data.n_items), 1e6))
     assert torch.equal(model.scores(np.array([u])), before)
     assert not torch.equal(model.shard_models[(s + 1) % 3].scores(np.array([u])),
-                           model._models[s].scores(np.array([u])))
+                           model.shard_models[s].scores(np.array([u])))
 
 
 def test_metrics_evaluate_a_sisa_model(data):

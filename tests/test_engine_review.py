@@ -225,14 +225,14 @@ def test_custom_aggregate_path_is_exact(data):
 @pytest.mark.parametrize("target", [0, 1, 2])
 def test_record_level_slices_restart_where_the_record_was(data, target):
     model = make(2, 3, sharder="random-interaction").fit(data)
-    r = int(np.flatnonzero(model._slice == target)[0])
+    r = int(np.flatnonzero(model.assignment[1] == target)[0])
     pair = (data.user_ids[data.user_idx[r]], data.item_ids[data.item_idx[r]])
     same = np.flatnonzero((data.user_idx == data.user_idx[r]) & (data.item_idx == data.item_idx[r]))
     expected: dict[int, int] = {}
     for k in same:  # every record of the pair (duplicates included)
-        s = int(model._shard[k])
-        expected[s] = min(expected.get(s, 3), int(model._slice[k]))
-    shard_of_r = int(model._shard[r])
+        s = int(model.assignment[0][k])
+        expected[s] = min(expected.get(s, 3), int(model.assignment[1][k]))
+    shard_of_r = int(model.assignment[0][r])
     report = model.forget(interactions=[pair])
     assert report.earliest_slice == expected
     assert expected[shard_of_r] <= target

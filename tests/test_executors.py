@@ -133,7 +133,7 @@ def test_forget_item_and_interactions_through_each_executor(data, executor):
 def test_resuming_from_a_middle_slice_matches(data, executor):
     """A forget in the last slice resumes every affected shard from a stored checkpoint."""
     model = make(executor, 2, 3).fit(data)
-    rows = np.flatnonzero(model._slice == 2)
+    rows = np.flatnonzero(model.assignment[1] == 2)
     user = data.user_ids[data.user_idx[rows[0]]]
     report = model.forget(users=[user])
     assert min(report.earliest_slice.values()) >= 0

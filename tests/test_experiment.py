@@ -105,7 +105,7 @@ def test_forgotten_users_are_gone_from_the_saved_runs(sweep):
         assert not any(fitted.is_forgotten(u) for u in train.user_ids[gone].tolist())
         assert run.history[-1]["n_users"] == r["users_forgotten"]
         if r["scenario"] == "first-shard":  # exactly the users the fit put into shard 0
-            assert np.array_equal(gone, np.unique(fitted.data.user_idx[fitted._shard == 0]))
+            assert np.array_equal(gone, np.unique(fitted.data.user_idx[fitted.assignment[0] == 0]))
         # Scenarios run on independent copies: the fitted run forgot nothing.
         assert fitted.history == [] and len(fitted.data) == len(train)
 

@@ -267,7 +267,7 @@ def test_compare_models_localises_the_change(fitted, data):
     report = twin.forget(users=[gone])
     r = influence.compare(before, twin, users=users, k=5)
     # With user-level shards and the mean aggregator a user's list depends only on their shard.
-    home = fitted._counts.numpy().argmax(axis=0)
+    home = fitted.view().user_counts.numpy().argmax(axis=0)
     untouched = ~np.isin(home, report.shards_retrained)
     assert untouched.any() and not r.changed[untouched].any()
     assert r.changed[~untouched].any()
@@ -312,8 +312,8 @@ def test_estimate_properties(fitted, data):
     assert np.array_equal(influence.estimate(fitted, some), every[[9, 2]])
     # Within a shard, a user whose records sit in an earlier slice forces more retraining.
     first = np.full(data.n_users, fitted.n_slices)
-    np.minimum.at(first, data.user_idx, fitted._slice)
-    home = fitted._counts.numpy().argmax(axis=0)
+    np.minimum.at(first, data.user_idx, fitted.assignment[1])
+    home = fitted.view().user_counts.numpy().argmax(axis=0)
     for s in range(fitted.n_shards):
         lo = every[(home == s) & (first == first[home == s].min())]
         hi = every[(home == s) & (first == first[home == s].max())]

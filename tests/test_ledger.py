@@ -110,11 +110,11 @@ def test_request_is_ledgered_before_processing_and_applied_after(base, tmp_path,
     seen = {}
     apply = SISA._forget_request
 
-    def spy(self, request, request_id=None):
+    def spy(self, request, request_id=None, **kwargs):
         seen["lines"] = lines(run)
         seen["pending"] = json.loads((run / "pending" / f"{request_id}.json").read_text())
         seen["manifest_generation"] = sisakit.store.RunStore(run).read_manifest()["generation"]
-        return apply(self, request, request_id)
+        return apply(self, request, request_id, **kwargs)
 
     monkeypatch.setattr(SISA, "_forget_request", spy)
     report = model.forget(users=[U1], items=[3], interactions=[(U2, 5)], request_id="ticket-1")
@@ -122,9 +122,9 @@ def test_request_is_ledgered_before_processing_and_applied_after(base, tmp_path,
     assert received["request"] == "ticket-1" and received["state"] == "received"
     assert received["kinds"] == ["users", "items", "interactions"]
     assert received["counts"] == {"users": 1, "items": 1, "interactions": 1}
-    assert received["ids"] == {"users": [model._digest("users", U1)],
-                               "items": [model._digest("items", 3)],
-                               "interactions": [model._digest("interactions", (U2, 5))]}
+    assert received["ids"] == {"users": [model._state.digest("users", U1)],
+                               "items": [model._state.digest("items", 3)],
+                               "interactions": [model._state.digest("interactions", (U2, 5))]}
     assert seen["pending"] == {"request": "ticket-1", "users": [U1], "items": [3],
                                "interactions": [[U2, 5]]}
     assert seen["manifest_generation"] == 0  # nothing was committed before the ledger line
@@ -162,11 +162,11 @@ def test_same_request_id_is_applied_once(base, tmp_path):
     run = clone(base, tmp_path / "run")
     model = SISA.load(run)
     first = model.forget(users=[U1], request_id="gdpr-42")
-    generation = model._generation
+    generation = model.generation
     again = SISA.load(run).forget(users=[U1], request_id="gdpr-42")
     assert first.records_removed > 0
     assert again.noop and again.already_forgotten == {"users": 1}
-    assert SISA.load(run)._generation == generation  # nothing was retrained or committed
+    assert SISA.load(run).generation == generation  # nothing was retrained or committed
     assert [e["state"] for e in lines(run)] == ["received", "applied"]
     with pytest.raises(sisakit.ValidationError, match="request_id"):
         model.forget(users=[U2], request_id="not a valid id!")
@@ -190,7 +190,7 @@ def test_killed_forget_is_finished_by_load(base, reference, tmp_path, point, cap
     assert [e["state"] for e in lines(run)] == ["received", "applied"]
     assert not (run / "pending").exists()
     assert [h.get("request") for h in model.history] == [pending["request"]]  # applied once
-    assert model._generation == 1
+    assert model.generation == 1
     equal, n = parameters_equal(model, reference["one"])
     assert equal and n > 0
     users = reference["one"].user_ids  # (a tombstone is no user id)
@@ -203,7 +203,7 @@ def test_interrupted_forget_waits_for_resume_and_cli_finishes_it(base, reference
     run = clone(base, tmp_path / "run")
     model = SISA.load(run)
 
-    def crash(self, request, request_id=None):
+    def crash(self, request, request_id=None, **kwargs):
         raise KeyboardInterrupt
 
     def disk_full(self, request_id, error):
@@ -257,7 +257,7 @@ def test_two_processes_forgetting_at_once_lose_no_update(base, reference, tmp_pa
     assert entries[2]["request"] == entries[3]["request"]
     model = SISA.load(run)
     assert model.is_forgotten(U1) and model.is_forgotten(U2)
-    assert model._generation == 2
+    assert model.generation == 2
     equal, n = parameters_equal(model, reference["both"])
     assert equal and n > 0
 
@@ -282,7 +282,7 @@ def test_stale_object_reloads_what_another_writer_committed(base, reference, tmp
     stale, other = SISA.load(run), SISA.load(run)
     other.forget(users=[U1])
     stale.forget(users=[U2])  # must not overwrite U1's forget with its stale state
-    assert stale.is_forgotten(U1) and stale._generation == 2
+    assert stale.is_forgotten(U1) and stale.generation == 2
     assert parameters_equal(SISA.load(run), reference["both"])[0]
 
 

@@ -76,7 +76,7 @@ def test_poisoning_raises_exposure_and_forgetting_restores_the_exact_reference(
     assert e_attacked - e_clean >= 0.05, (e_clean, e_attacked)
     model.forget(users=p.fake_users.tolist())
     rest = p.data.without(users=p.fake_users.tolist())
-    ref = sisakit.SISA(**cfg).fit(rest, assignment=(model._shard, model._slice))
+    ref = sisakit.SISA(**cfg).fit(rest, assignment=(model.assignment[0], model.assignment[1]))
     assert parameters_equal(model, ref)[0]
     e_after, e_ref = P.exposure(model, target, audience), P.exposure(ref, target, audience)
     assert e_after == e_ref
@@ -154,5 +154,5 @@ def test_profile_attack_raises_exposure_and_forgetting_restores_the_reference(da
     assert e_attacked - e_clean >= 0.05, (e_clean, e_attacked)
     model.forget(users=p.fake_users.tolist())
     ref = sisakit.SISA(**cfg).fit(p.data.without(users=p.fake_users.tolist()),
-                                  assignment=(model._shard, model._slice))
+                                  assignment=(model.assignment[0], model.assignment[1]))
     assert P.exposure(model, target, audience) == P.exposure(ref, target, audience)

@@ -244,7 +244,7 @@ def test_forget_equals_scratch_fit_with_the_stored_assignment(data, name):
     user = data.user_ids[7]
     r = int(np.flatnonzero(data.user_idx != 7)[11])
     pair = (data.user_ids[data.user_idx[r]], data.item_ids[data.item_idx[r]])
-    stored_shards = np.unique(model._shard[data.user_idx == 7])
+    stored_shards = np.unique(model.assignment[0][data.user_idx == 7])
     report = model.forget(users=[user], interactions=[pair])
     assert report.records_removed == int((data.user_idx == 7).sum()) + 1
     # Every shard that held a record of the user was retrained.
@@ -260,12 +260,12 @@ def test_repartition_equals_a_fresh_fit_and_keeps_the_forget_ledger(data, tmp_pa
                          workdir=run, **SMALL).fit(data)
     gone = data.user_ids[[2, 30]].tolist()
     model.forget(users=gone)
-    before = model._shard.copy()
+    before = model.assignment[0].copy()
     assert model.repartition() is model
     remaining = data.without(users=gone)
     # A fresh fit of the remaining data draws its own partition: the same as repartition's.
     assert_exact(model, remaining, use_stored_assignment=False)
-    assert not np.array_equal(before, model._shard), "the partition was not recomputed"
+    assert not np.array_equal(before, model.assignment[0]), "the partition was not recomputed"
     assert all(model.is_forgotten(u) for u in gone)
     assert model.history[-1]["event"] == "repartition"
     assert len(model.history) == 2
@@ -276,7 +276,7 @@ def test_repartition_equals_a_fresh_fit_and_keeps_the_forget_ledger(data, tmp_pa
     assert parameters_equal(model, loaded)[0]
     assert all(loaded.is_forgotten(u) for u in gone)
     assert sorted(p.name for p in (run / "checkpoints").rglob("*.pt")) == sorted(
-        name.rsplit("/", 1)[1] for names in model._ckpt for name in names)
+        name.rsplit("/", 1)[1] for names in model.view().checkpoints for name in names)
     # Later forgets stay exact against the new stored assignment.
     more = data.user_ids[5]
     model.forget(users=[more])

@@ -27,12 +27,12 @@ from typing import Any
 
 from .errors import CheckpointError
 from .store import (
-    _fsync_dir,
     _manifest_digest,
     atomic_write,
     check_inside,
     check_listed_names,
     check_run_name,
+    fsync_dir,
     sha256_bytes,
 )
 
@@ -80,7 +80,7 @@ class FitJournal:
         body = {k: v for k, v in body.items() if k != "journal_sha256"}
         body["journal_sha256"] = _manifest_digest(body)
         atomic_write(self.path, json.dumps(body, sort_keys=True, indent=1).encode())
-        _fsync_dir(self.root)
+        fsync_dir(self.root)
 
     def read(self) -> dict[str, Any]:
         try:
@@ -134,4 +134,4 @@ class FitJournal:
         self._inside()
         self.path.unlink(missing_ok=True)
         shutil.rmtree(self.dir, ignore_errors=True)  # (rmtree refuses to follow a link)
-        _fsync_dir(self.root)
+        fsync_dir(self.root)

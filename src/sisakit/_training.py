@@ -156,7 +156,7 @@ def train_shard(job: ShardJob, ctx: ShardContext) -> ShardResult:
     digests: dict[str, str] = {}
     save_seconds = 0.0
     # The shard's own records in the run's id space (no re-validation: they came from it).
-    own = None if job.records is None else ctx.data._evolve(**job.records)
+    own = None if job.records is None else ctx.data.evolve(**job.records)
     try:
         with torch_threads(ctx.threads), deterministic(resolve_device(ctx.device)):
             if job.resume is None:

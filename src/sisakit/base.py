@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import inspect
-from typing import Any, ClassVar
+from typing import Any
 
 
 class Component:
@@ -13,11 +13,9 @@ class Component:
     component rebuildable from its config (which the run manifest records).
     """
 
-    #: Registered plugin name, filled in by the registry.
-    plugin_name: ClassVar[str | None] = None
-
     @classmethod
-    def _param_names(cls) -> list[str]:
+    def param_names(cls) -> list[str]:
+        """Names of the constructor's parameters (what :meth:`get_params` returns)."""
         sig = inspect.signature(cls.__init__)
         return [
             p.name
@@ -27,13 +25,16 @@ class Component:
 
     def get_params(self) -> dict[str, Any]:
         """Constructor arguments of this component, as a dict."""
-        return {name: getattr(self, name) for name in self._param_names()}
+        return {name: getattr(self, name) for name in self.param_names()}
 
     def clone(self, **overrides: Any) -> Any:
         """A fresh, unfitted copy with the same (or overridden) parameters."""
         params = self.get_params()
         params.update(overrides)
         return type(self)(**params)
+
+    # The name before 0.2 (third-party code may call it).
+    _param_names = param_names
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())

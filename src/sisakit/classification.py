@@ -36,9 +36,9 @@ import numpy as np
 import torch
 
 from .data import Interactions
-from .engine import SISA
 from .errors import DataError, UnknownIdError, ValidationError
-from .unlearners.base import ForgetReport
+from .requests import ForgetReport
+from .sisa import SISA
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -291,7 +291,7 @@ def load_image_folder(
 
 # ---------------------------------------------------------------------------------- prediction
 def _nonempty_shards(sisa: SISA) -> np.ndarray:
-    return np.bincount(sisa._shard, minlength=sisa.n_shards) > 0
+    return np.bincount(sisa.assignment[0], minlength=sisa.n_shards) > 0
 
 
 def _participants(sisa: SISA, shards: Iterable[int] | None) -> list[int]:
@@ -451,7 +451,7 @@ def affected_shards(sisa: SISA, label: Any = None, *, samples: Iterable[Any] = (
     sample_list = list(samples)
     if sample_list:
         hit |= data.resolve(users=sample_list).remove
-    return np.unique(sisa._shard[hit]).tolist()
+    return np.unique(sisa.assignment[0][hit]).tolist()
 
 
 def forget_class(sisa: SISA, label: Any, *, extra_samples: Iterable[Any] = ()) -> ForgetReport:
@@ -478,7 +478,7 @@ def forget_class(sisa: SISA, label: Any, *, extra_samples: Iterable[Any] = ()) -
 def shard_composition(sisa: SISA) -> np.ndarray:
     """``(n_shards, n_classes)`` counts of the training samples of every class in every shard."""
     data = sisa.data
-    return np.bincount(sisa._shard * data.n_items + data.item_idx,
+    return np.bincount(sisa.assignment[0] * data.n_items + data.item_idx,
                        minlength=sisa.n_shards * data.n_items).reshape(sisa.n_shards, data.n_items)
 
 

@@ -20,6 +20,7 @@ import torch
 from . import __version__, plugins
 from ._validation import make_out_dir
 from .errors import SisakitError
+from .sisa import SISA, parameters_equal
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +49,6 @@ def run_demo(out: Path, *, seed: int = 0, quiet: bool = False, n_forget_batch: i
     Returns the figures as a dict (what ``sisakit demo --json`` prints).
     """
     from . import datasets, metrics, split
-    from .engine import SISA, parameters_equal
 
     progress = False if quiet else None
     data = datasets.synthetic(n_users=n_users, n_items=n_items, seed=seed)
@@ -177,13 +177,11 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
 
 
 def _cmd_resume(args: argparse.Namespace) -> int:
-    from .engine import SISA
-
     progress = False if args.json else None
     # First an interrupted fit (if any), then the pending deletion requests.
-    fitted = SISA._finish_fit(Path(args.run), device=args.device, progress=progress,
-                              lock_timeout=args.lock_timeout)
-    fit = None if fitted is None else dict(fitted._resumed)
+    fitted = SISA.finish_fit(Path(args.run), device=args.device, progress=progress,
+                             lock_timeout=args.lock_timeout)
+    fit = None if fitted is None else dict(fitted.fit_resumed or {})
     model = SISA.load(args.run, device=args.device, progress=progress, resume=False,
                       lock_timeout=args.lock_timeout)
     done = model.resume()

@@ -38,14 +38,15 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from .errors import ValidationError
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .engine import SISA
+from .influence import estimate
+from .ledger import DeletionLedger
+from .sisa import SISA
+from .sisa.layout import generation_of
 
 __all__ = ["POLICIES", "Coordinator", "ShardAgent", "shard_agents"]
 
@@ -93,7 +94,7 @@ class ShardAgent:
 
 
 def _seconds_per_unit(sisa: SISA) -> float:
-    total = float(sisa._stage_work(sisa._shard, sisa._slice).sum())
+    total = float(sisa.view().stage_work().sum())
     fit = float(sisa.timings.get("fit_seconds") or 0.0)
     return fit / total if total > 0 and fit > 0 else 1e-6
 
@@ -112,15 +113,16 @@ def shard_agents(sisa: SISA, seconds_per_unit: float | None = None) -> list[Shar
     -------
     list of ShardAgent
     """
-    sisa._require_fitted()
+    view = sisa.view()
     rate = _seconds_per_unit(sisa) if seconds_per_unit is None else float(seconds_per_unit)
-    S, R = sisa.n_shards, sisa.n_slices
-    per = np.bincount(sisa._shard * R + sisa._slice, minlength=S * R).reshape(S, R)
-    work = sisa._stage_work(sisa._shard, sisa._slice)
+    S, R = view.n_shards, view.n_slices
+    shard, slice_ = view.assignment
+    per = np.bincount(shard * R + slice_, minlength=S * R).reshape(S, R)
+    work = view.stage_work()
     out = []
     for s in range(S):
-        last = sisa._ckpt[s][-1]
-        gen = int(last.rsplit(".g", 1)[-1].split(".")[0]) if ".g" in last else 0
+        last = view.checkpoints[s][-1]
+        gen = generation_of(last) or 0
         try:
             mtime: float | None = (Path(sisa.workdir) / last).stat().st_mtime
         except OSError:
@@ -195,12 +197,10 @@ class Coordinator:
     def __init__(self, sisa: SISA, policy: str = "immediate", *, max_delay: float = 60.0,
                  batch_size: int = 8, budget_seconds: float | None = None,
                  slack: float = 0.1, log: str | os.PathLike[str] | None = None) -> None:
-        from .engine import SISA
-
         if not isinstance(sisa, SISA):
             raise ValidationError(f"Coordinator takes a fitted sisakit.SISA, got "
                                   f"{type(sisa).__name__}")
-        sisa._require_fitted()
+        sisa.view()  # raises if it is not fitted
         if policy not in POLICIES:
             raise ValidationError(f"unknown policy {policy!r}; choose one of {', '.join(POLICIES)}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or (
@@ -233,8 +233,6 @@ class Coordinator:
 
     # ------------------------------------------------------------------ estimates
     def _influence_table(self) -> np.ndarray:
-        from .influence import estimate
-
         return estimate(self.sisa)
 
     def agents(self) -> list[ShardAgent]:
@@ -245,10 +243,8 @@ class Coordinator:
         s = self.sisa
         if all_shards:
             return dict.fromkeys(range(s.n_shards), 0)
-        mask = np.isin(s._data.user_idx, idx)
-        first = np.full(s.n_shards, s.n_slices, dtype=np.int64)
-        np.minimum.at(first, s._shard[mask], s._slice[mask])
-        return {int(k): int(first[k]) for k in np.flatnonzero(first < s.n_slices)}
+        view = s.view()
+        return view.earliest_slices(np.isin(view.data.user_idx, idx))
 
     def estimate_seconds(self, requests: Iterable[str]) -> float:
         """Estimated retrain seconds of one merged forget of the given pending request ids."""
@@ -261,7 +257,7 @@ class Coordinator:
     def _work(self, first: dict[int, int]) -> float:
         if not first:
             return 0.0
-        work = self.sisa._stage_work(self.sisa._shard, self.sisa._slice)
+        work = self.sisa.view().stage_work()
         return float(sum(work[s, r:].sum() for s, r in first.items()))
 
     # ------------------------------------------------------------------ requests
@@ -272,11 +268,12 @@ class Coordinator:
 
     def _adopt(self) -> None:
         """Take over requests the ledger holds as received (a crashed coordinator's queue)."""
-        ledger = self.sisa._ledger
+        ledger = DeletionLedger(self.sisa.workdir)
         for entry in ledger.pending():
             rid = entry["request"]
             req = ledger.read_request(rid)
-            idx = self.sisa._user_index(list(req.users)) if req.users else np.array([], int)
+            idx = self.sisa.view().user_index(list(req.users)) if req.users else \
+                np.array([], int)
             self._pending[rid] = _Request(
                 rid, None, self._first_slices(idx, all_shards=bool(req.items)),
                 float(self._influence[idx].sum()) if len(idx) else 0.0)
@@ -315,7 +312,7 @@ class Coordinator:
         if isinstance(users, (str, bytes)) or np.ndim(users) == 0:
             raise ValidationError(f"users must be a list of raw ids, e.g. [{users!r}]")
         users = list(users)
-        idx = self.sisa._user_index(users)  # raises UnknownIdError before anything is written
+        idx = self.sisa.view().user_index(users)  # UnknownIdError before anything is written
         rid = self.sisa.receive(users=users, request_id=request_id)
         if rid in self._pending or rid in self.applied:
             return rid

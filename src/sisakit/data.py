@@ -106,7 +106,7 @@ def _object_ids(arr: np.ndarray, what: str, oversize: str) -> np.ndarray:
     )
 
 
-def _as_id_array(values: Any, what: str, oversize: str = "raise") -> np.ndarray:
+def as_id_array(values: Any, what: str, oversize: str = "raise") -> np.ndarray:
     """Raw ids as an int64 or unicode array; floats, mixed types, nested lists and ints beyond
     int64 are rejected (``oversize="keep"``: ints beyond int64 come back as an object array of
     Python ints, for lookups that report them unknown)."""
@@ -230,7 +230,7 @@ class IdMap:
     """
 
     def __init__(self, ids: np.ndarray, what: str) -> None:
-        self.ids = _readonly(_as_id_array(ids, f"{what} ids"))
+        self.ids = _readonly(as_id_array(ids, f"{what} ids"))
         self.what = what
         self._order = np.argsort(self.ids, kind="stable")
         self._sorted = self.ids[self._order]
@@ -440,8 +440,8 @@ class Interactions:
         DataError
             If a per-record value is NaN/infinite or cannot be stored exactly (see above).
         """
-        u = _as_id_array(users, "users")
-        i = _as_id_array(items, "items")
+        u = as_id_array(users, "users")
+        i = as_id_array(items, "items")
         if len(u) != len(i):
             raise ValidationError(f"users has {len(u)} entries but items has {len(i)}; pass "
                                   "parallel arrays, one user and one item per record")
@@ -475,12 +475,16 @@ class Interactions:
         fields.update(changes)
         return Interactions(**fields)
 
-    def _evolve(self, **changes: Any) -> Interactions:
-        """Like :meth:`replace` without re-validating the records (internal, trusted changes)."""
+    def evolve(self, **changes: Any) -> Interactions:
+        """Like :meth:`replace`, without re-validating anything: only for values derived from
+        this object's own (a subset of its records, a narrowed ``item_active``, tombstoned id
+        maps), as the engine and the shard workers make them. Use :meth:`replace` otherwise."""
         out = object.__new__(Interactions)
         for name in self._FIELDS:
             object.__setattr__(out, name, changes.get(name, getattr(self, name)))
         return out
+
+    _evolve = evolve  # the name before 0.2
 
     def with_user_attributes(self, ids: Any, **columns: Any) -> Interactions:
         """Attach user attribute columns given for raw user ids ``ids`` (aligned by id)."""
@@ -754,4 +758,4 @@ def _request_ids(values: Iterable[Any] | None, what: str) -> np.ndarray:
         except TypeError:
             raise ValidationError(f"{what} must be a list of ids, got {type(values).__name__}"
                                   ) from None
-    return _as_id_array(values, what, oversize="keep")
+    return as_id_array(values, what, oversize="keep")

@@ -42,11 +42,13 @@ import torch
 from tqdm.auto import tqdm
 
 from . import plugins
+from ._clock import utc_now
 from ._rng import derive_seed
 from ._validation import MAX_COUNT, MAX_SEED, MAX_STEPS, MAX_THREADS, make_out_dir
 from ._version import __version__
 from .data import Interactions, labelled
 from .errors import ValidationError
+from .sisa import SISA, parameters_equal
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -343,7 +345,7 @@ def load_config(config: str | os.PathLike[str] | Mapping[str, Any], *,
             if not isinstance(table, Mapping):
                 raise _bad(where, f"expected a table of constructor arguments, got {table!r}",
                            f"write it as [{where}]")
-            _unknown_keys(table, plugins.get(kind, name)._param_names(), where)
+            _unknown_keys(table, plugins.get(kind, name).param_names(), where)
             params[kind][name] = dict(table)
     cfg["params"] = params
 
@@ -508,7 +510,8 @@ def _assignment(sisa: Any, train: Interactions) -> tuple[np.ndarray, np.ndarray]
     """
     if len(sisa.data) != len(train):  # pragma: no cover - the run was fitted on ``train``
         raise ValidationError("the run was not fitted on this training data")
-    return np.array(sisa._shard, dtype=np.int64), np.array(sisa._slice, dtype=np.int64)
+    shard, slice_ = sisa.assignment
+    return np.array(shard, dtype=np.int64), np.array(slice_, dtype=np.int64)
 
 
 def _select_users(sc: Mapping[str, Any], train: Interactions, shard: np.ndarray, seed: int
@@ -617,8 +620,6 @@ def _quality(model: Any, train: Interactions, test: Interactions, cfg: Mapping[s
 
 def _run_cell(cell: _Cell, key: str, ctx: _Context) -> dict[str, Any]:
     """Fit one cell and run every scenario; errors inside a scenario stay in its row."""
-    from .engine import SISA, parameters_equal
-
     cfg, train, test = ctx.cfg, ctx.train, ctx.test
     exp, ev = cfg["experiment"], cfg["evaluation"]
     nd, rc, jk = f"ndcg@{ev['ndcg_k']}", f"recall@{ev['recall_k']}", ev["jaccard_k"]
@@ -813,10 +814,6 @@ class ExperimentResult:
     n_failed: int = 0
 
 
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
 def run(
     config_or_path: str | os.PathLike[str] | Mapping[str, Any],
     out_dir: str | os.PathLike[str],
@@ -861,7 +858,7 @@ def run(
     if not isinstance(resume, bool):
         raise ValidationError(f"resume must be True or False, got {resume!r}")
     cfg = load_config(config_or_path, data_given=data is not None)
-    started, t_start = _now(), time.perf_counter()
+    started, t_start = utc_now(), time.perf_counter()
     full = data if data is not None else _load_data(cfg)
     train, test = _split(cfg, full)
     _check_against_data(cfg, train)
@@ -888,7 +885,7 @@ def run(
         done = [k for k in keys if k in records]
         rows = [r for k in done for r in records[k]["rows"]]
         _write_results(result.results_csv, rows, columns)
-        meta = {**run_meta, "finished": _now() if finished else None,
+        meta = {**run_meta, "finished": utc_now() if finished else None,
                 "wall_seconds": time.perf_counter() - t_start,
                 "summary": {"cells": len(cells), "ran": result.n_ran, "skipped": result.n_skipped,
                             "failed": sum(records[k]["status"] != "ok" for k in done)},
@@ -914,7 +911,7 @@ def run(
                 result.n_skipped += 1
                 continue
         record = {"key": key, "params": cell.params(cfg), **_run_cell(cell, key, ctx),
-                  "finished": _now()}
+                  "finished": utc_now()}
         _write_atomic(path, json.dumps(record, indent=2, default=str))
         records[key] = {**record, "resumed": False}
         result.n_ran += 1

@@ -26,6 +26,7 @@ import numpy as np
 from . import metrics as _metrics
 from .data import Interactions, labelled
 from .errors import ValidationError
+from .sisa import SISA
 
 __all__ = [
     "GroupDeltas",
@@ -481,12 +482,10 @@ def per_shard_metrics(
     -------
     ShardGroupMetrics
     """
-    from .engine import SISA
-
     if not isinstance(sisa, SISA):
         raise ValidationError(f"per_shard_metrics() takes a fitted sisakit.SISA, got "
                               f"{type(sisa).__name__}")
-    sisa._require_fitted()
+    view = sisa.view()  # raises if it is not fitted
     if metric not in _metrics.METRIC_NAMES:
         raise ValidationError(f"unknown metric {metric!r}; use one of {list(_metrics.METRIC_NAMES)}")
     if source not in ("ensemble", "shard"):
@@ -496,7 +495,7 @@ def per_shard_metrics(
     train = _check_data(train, "train")
     codes, labels = user_groups(train, by, n_groups=n_groups, top=top)
     name = f"{metric}@{int(k)}"
-    counts = sisa._counts.numpy()  # (S, n_users) records per shard and user
+    counts = view.user_counts.numpy()  # (S, n_users) records per shard and user
     S, G = sisa.n_shards, len(labels)
     values = np.full((S, G), np.nan)
     n = np.zeros((S, G), dtype=np.int64)

@@ -33,9 +33,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from ._clock import utc_now
 from .errors import CheckpointError, ValidationError
-from .store import _fsync_dir, atomic_write, check_inside
-from .unlearners.base import ForgetRequest
+from .requests import ForgetRequest
+from .store import atomic_write, check_inside, fsync_dir
 
 try:  # POSIX
     import fcntl
@@ -84,8 +85,6 @@ def _is_entry(raw: bytes) -> bool:
     return isinstance(entry, dict)
 
 
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 class DeletionLedger:
@@ -278,7 +277,7 @@ class DeletionLedger:
                 "is there). The request was not received; submit it again"
             ) from exc
         entry = {
-            "request": request_id, "state": RECEIVED, "time": _now(),
+            "request": request_id, "state": RECEIVED, "time": utc_now(),
             "kinds": [k for k in KINDS if raw[k]],
             "counts": {k: len(raw[k]) for k in KINDS if raw[k]},
             "ids": {k: list(v) for k, v in hashes.items() if v},
@@ -290,7 +289,7 @@ class DeletionLedger:
 
     def mark_applied(self, request_id: str, generation: int, **extra: Any) -> None:
         """Append the ``applied`` line, then delete the request's raw ids."""
-        self._append({"request": request_id, "state": APPLIED, "time": _now(),
+        self._append({"request": request_id, "state": APPLIED, "time": utc_now(),
                       "generation": int(generation), **extra})
         self._drop_pending_file(request_id)
 
@@ -298,7 +297,7 @@ class DeletionLedger:
         """Append a ``failed`` line (the error's class, never its message), then delete the
         request's raw ids: it was not acknowledged and must be submitted again."""
         name = error if isinstance(error, str) else type(error).__name__
-        self._append({"request": request_id, "state": FAILED, "time": _now(), "error": name})
+        self._append({"request": request_id, "state": FAILED, "time": utc_now(), "error": name})
         self._drop_pending_file(request_id)
 
     def sweep(self) -> None:
@@ -315,7 +314,7 @@ class DeletionLedger:
 
     def _drop_pending_file(self, request_id: str) -> None:
         self._pending_file(request_id).unlink(missing_ok=True)
-        _fsync_dir(self.pending_dir)
+        fsync_dir(self.pending_dir)
         self._drop_empty_dir()
 
     def _drop_empty_dir(self) -> None:
@@ -323,7 +322,7 @@ class DeletionLedger:
             self.pending_dir.rmdir()
         except OSError:  # not empty (another pending request), or already gone
             return
-        _fsync_dir(self.root)
+        fsync_dir(self.root)
 
     def _append(self, entry: dict[str, Any]) -> None:
         data = (json.dumps(entry, sort_keys=True) + "\n").encode()
@@ -337,7 +336,7 @@ class DeletionLedger:
             fh.flush()
             os.fsync(fh.fileno())
         if new:
-            _fsync_dir(self.root)
+            fsync_dir(self.root)
 
 
 class RunLock:

@@ -56,6 +56,7 @@ from . import plugins
 from .attackers.base import Attacker
 from .data import Interactions
 from .errors import ValidationError
+from .sisa import SISA
 
 __all__ = [
     "InteractionMembershipAttack",
@@ -500,8 +501,6 @@ def _fitter(spec: ModelSpec, what: str) -> Callable[[Interactions], Any]:
                 f"the {what} config names a workdir, but the pipeline fits several models; drop "
                 "'workdir' (each fit gets a private directory) or pass a fit callable"
             )
-        from .engine import SISA
-
         return lambda d: SISA(**cfg).fit(d)
     if callable(spec):
         return spec
@@ -512,7 +511,7 @@ def _fitter(spec: ModelSpec, what: str) -> Callable[[Interactions], Any]:
 def _attacker(spec: str | Attacker, seed: int) -> Attacker:
     if isinstance(spec, str):
         cls = plugins.get("attacker", spec)
-        return cls(seed=seed) if "seed" in cls._param_names() else cls()
+        return cls(seed=seed) if "seed" in cls.param_names() else cls()
     return plugins.build("attacker", spec).clone()
 
 

@@ -334,7 +334,7 @@ def build(kind: str, spec: Any, **params: Any) -> Any:
         try:
             return cls(**params)
         except TypeError as exc:
-            accepted = ", ".join(getattr(cls, "_param_names", list)()) or "(none)"
+            accepted = ", ".join(getattr(cls, "param_names", list)()) or "(none)"
             raise PluginError(
                 f"cannot build {kind} {spec!r} with parameters {params}: {exc}; use only its "
                 f"parameters: {accepted}"

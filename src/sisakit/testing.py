@@ -40,6 +40,7 @@ from .errors import SisakitError, ValidationError
 from .influence.base import InfluenceMeasure
 from .models.base import ShardModel
 from .sharders.base import Sharder
+from .sisa import SISA, parameters_equal
 from .store import RunStore
 
 __all__ = [
@@ -245,7 +246,8 @@ def stored_assignment(model: Any, data: Interactions) -> tuple[np.ndarray, np.nd
             f"{int(missing.sum())} record(s) of data are not held by the run (e.g. record ids "
             f"{data.record_id[missing][:5].tolist()}); pass the data the run still holds"
         )
-    return model._shard[pos].copy(), model._slice[pos].copy()
+    shard, slice_ = model.assignment
+    return shard[pos].copy(), slice_[pos].copy()
 
 
 def scratch_fit(model: Any, data: Interactions, *, use_stored_assignment: bool = True) -> Any:
@@ -266,17 +268,7 @@ def scratch_fit(model: Any, data: Interactions, *, use_stored_assignment: bool =
     -------
     SISA
     """
-    from .engine import SISA
-
-    cfg = model.config
-    ref = SISA(
-        model=cfg["model"]["name"], sharder=cfg["sharder"]["name"],
-        aggregator=cfg["aggregator"]["name"], n_shards=cfg["n_shards"],
-        n_slices=cfg["n_slices"], epochs=cfg["epochs"], seed=cfg["seed"],
-        model_params=cfg["model"]["params"], sharder_params=cfg["sharder"]["params"],
-        aggregator_params=cfg["aggregator"]["params"], device=model.device.type,
-        threads_per_shard=cfg["threads_per_shard"], progress=False,
-    )
+    ref = SISA(**model.sisa_config.sisa_kwargs(model.device.type), progress=False)
     assignment = stored_assignment(model, data) if use_stored_assignment else None
     return ref.fit(data, assignment=assignment)
 
@@ -291,8 +283,6 @@ def assert_exact(model: Any, remaining: Interactions, *, use_stored_assignment: 
     SISA
         The scratch reference.
     """
-    from .engine import parameters_equal
-
     ref = scratch_fit(model, remaining, use_stored_assignment=use_stored_assignment)
     equal, n = parameters_equal(model, ref)
     assert n > 0, "no tensors were compared"
@@ -766,14 +756,12 @@ class AggregatorContract:
         """
         if not aggregator.requires_fit:
             return aggregator
-        from .engine import SISA
-
         data = self.make_data()
         # The ensemble aggregates with "mean"; the aggregator under test need not be registered.
         ensemble = SISA(model="popularity", aggregator="mean", n_shards=self.n_shards,
                         n_slices=1, epochs=1, seed=0, progress=False, device="cpu")
         ensemble.fit(data)
-        fitted = aggregator.fit(ensemble, data)
+        fitted = aggregator.fit(ensemble.view(), data)  # the read model the engine passes
         return aggregator if fitted is None else fitted
 
     def _inputs(self, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

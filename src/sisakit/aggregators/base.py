@@ -23,8 +23,9 @@ class Aggregator(Component, ABC):
     * :meth:`aggregate` combines stacked scores ``(n_shards, B, n_items)`` with a boolean mask
       of the same shape (False = the shard abstains) into ``(B, n_items)`` scores and a
       ``(B, n_items)`` mask of (user, item) pairs that at least one shard scored. The default
-      is the weighted mean over the shards that did not abstain; the engine computes exactly
-      that without materialising the stack when :meth:`aggregate` is not overridden.
+      is the weighted mean over the shards that did not abstain; when :attr:`weighted_mean`
+      holds, the engine computes exactly that without materialising the stack (the fast
+      path: each shard scores only its own users) and does not call :meth:`aggregate`.
     * Aggregators with ``requires_fit = True`` are fitted on the training data after the shards
       (and refitted from scratch after every forget, so exactness holds).
     * Aggregators with ``needs_user_idx = True`` receive the batch's user indices as
@@ -44,6 +45,17 @@ class Aggregator(Component, ABC):
     needs_user_idx: ClassVar[bool] = False
     #: Set to False when :meth:`aggregate` never reads ``scores`` and ``mask`` (an opt-out).
     uses_shard_scores: ClassVar[bool] = True
+    #: Whether the scores are the :meth:`weights`-weighted mean of the shard scores, so the
+    #: engine may take the fast path instead of calling :meth:`aggregate`. ``None`` (default):
+    #: exactly when :meth:`aggregate` is not overridden. Set True on a subclass that overrides
+    #: :meth:`aggregate` (e.g. to log) but still computes that mean, to keep the fast path.
+    weighted_mean: ClassVar[bool | None] = None
+
+    def weighted_mean_fast_path(self) -> bool:
+        """Whether the engine scores through the fast path (see :attr:`weighted_mean`)."""
+        if self.weighted_mean is not None:
+            return bool(self.weighted_mean)
+        return type(self).aggregate is Aggregator.aggregate
 
     def fit(self, ensemble: Any, data: Any) -> Aggregator:
         """Fit on a trained ensemble and its training data (no-op by default)."""

@@ -3,32 +3,28 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from ..errors import ValidationError
-
-if TYPE_CHECKING:  # pragma: no cover
-    from ..engine import SISA
+from ..sisa import SISA, EnsembleView
 
 __all__ = ["estimate", "estimate_components"]
 
 
-def _check_sisa(sisa: Any) -> None:
-    from ..engine import SISA
-
+def _view(sisa: Any) -> EnsembleView:
     if not isinstance(sisa, SISA):
         raise ValidationError(
             f"estimate() takes a fitted sisakit.SISA ensemble, got {type(sisa).__name__}"
         )
-    sisa._require_fitted()
+    return sisa.view()
 
 
-def _users(sisa: SISA, users: Iterable[Any] | None) -> np.ndarray:
+def _users(view: EnsembleView, users: Iterable[Any] | None) -> np.ndarray:
     if users is None:
-        return np.arange(sisa.n_users, dtype=np.int64)
-    return sisa._user_index(users)
+        return np.arange(view.n_users, dtype=np.int64)
+    return view.user_index(users)
 
 
 def estimate_components(sisa: SISA, users: Iterable[Any] | None = None) -> dict[str, np.ndarray]:
@@ -51,28 +47,28 @@ def estimate_components(sisa: SISA, users: Iterable[Any] | None = None) -> dict[
         user's records; ``leverage``: the user's share of the records of the shards holding
         them; ``rarity``: mean ``-log`` popularity share of the user's items.
     """
-    _check_sisa(sisa)
-    idx = _users(sisa, users)
-    data = sisa._data
-    S, R, n_users = sisa.n_shards, sisa.n_slices, data.n_users
-    shard, slice_ = sisa._shard, sisa._slice
+    view = _view(sisa)
+    idx = _users(view, users)
+    data = view.data
+    S, R, n_users = view.n_shards, view.n_slices, data.n_users
+    shard, slice_ = view.assignment
     # Earliest slice of each (user, shard); R where the user has no record in the shard.
     first = np.full(n_users * S, R, dtype=np.int64)
     np.minimum.at(first, data.user_idx * S + shard, slice_)
     first = first.reshape(n_users, S)[idx]
-    work = sisa._stage_work(shard, slice_).astype(np.float64)  # (S, R)
+    work = view.stage_work().astype(np.float64)  # (S, R)
     # redo[s, r]: work of stages r..R-1 of shard s; redo[s, R] = 0 (shard untouched).
     redo = np.concatenate([np.cumsum(work[:, ::-1], axis=1)[:, ::-1], np.zeros((S, 1))], axis=1)
     # The user's own records leave with them: each record of slice j counts in stages j..R-1,
     # all at or after the user's earliest slice, so it is subtracted from the redone work too.
-    own = np.bincount(data.user_idx * S + shard, weights=(R - slice_) * sisa.config["stage_epochs"],
+    own = np.bincount(data.user_idx * S + shard, weights=(R - slice_) * view.stage_epochs,
                       minlength=n_users * S).reshape(n_users, S)[idx]
     cols = np.arange(S)[None, :]
     redone = redo[cols, first] - own  # (n, S)
     touched = first < R
     total = work.sum() - own.sum(axis=1)
     shard_total = np.where(touched, redo[:, 0][None, :], 0.0).sum(axis=1) - own.sum(axis=1)
-    counts = sisa._counts.numpy().astype(np.float64)  # (S, n_users)
+    counts = view.user_counts.numpy().astype(np.float64)  # (S, n_users)
     served = (counts > 0).sum(axis=1) / max(n_users, 1)  # share of users each shard serves
     shard_records = counts.sum(axis=1)
     user_counts = counts[:, idx].T  # (n, S)

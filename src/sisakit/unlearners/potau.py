@@ -35,6 +35,7 @@ from ..attackers.base import MAX_ATTACK_SEED
 from ..data import canonical_id, labelled
 from ..errors import ValidationError
 from ..hookspecs import hookimpl
+from ..sisa import SISA
 from .base import AttributeRequest, Unlearner, UnlearnResult
 
 logger = logging.getLogger(__name__)
@@ -223,7 +224,6 @@ class PotAU(Unlearner):
         and the seconds spent (the attacks and evaluations excluded).
         """
         from .. import metrics
-        from ..engine import SISA
 
         if not isinstance(request, AttributeRequest):
             raise ValidationError("pot-au takes an AttributeRequest(attribute=...)")
@@ -236,8 +236,9 @@ class PotAU(Unlearner):
         classes, codes_all = np.unique(labels[selected].astype(str), return_inverse=True)
         sel_idx = np.flatnonzero(selected)
         if isinstance(model, SISA):  # each user is edited where they were trained
-            owner = model._counts[:, sel_idx].argmax(0).numpy()
-            trained = model._counts[:, sel_idx].sum(0).numpy() > 0
+            counts = model.view().user_counts[:, sel_idx]
+            owner = counts.argmax(0).numpy()
+            trained = counts.sum(0).numpy() > 0
         else:
             owner = np.zeros(len(sel_idx), dtype=np.int64)
             trained = np.ones(len(sel_idx), dtype=bool)

@@ -6,6 +6,7 @@ from typing import Any
 
 from ..errors import ValidationError
 from ..hookspecs import hookimpl
+from ..sisa import SISA
 from .base import AttributeRequest, ForgetRequest, Unlearner, UnlearnResult
 
 
@@ -23,8 +24,6 @@ class SisaUnlearner(Unlearner):
         pass
 
     def unlearn(self, model: Any, request: ForgetRequest | AttributeRequest) -> UnlearnResult:
-        from ..engine import SISA
-
         if not isinstance(model, SISA):
             raise ValidationError(
                 f"the sisa unlearner works on sisakit.SISA models, got {type(model).__name__}; "
@@ -35,7 +34,7 @@ class SisaUnlearner(Unlearner):
                 "the sisa unlearner takes a ForgetRequest(users=..., interactions=..., items=...);"
                 " attribute unlearning needs an attribute unlearner such as 'pot-au'"
             )
-        report = model._forget_durably(request)  # ledgered and locked, like SISA.forget
+        report = model.forget_request(request)  # ledgered and locked, like SISA.forget
         return UnlearnResult(model=model, report=report)
 
 
