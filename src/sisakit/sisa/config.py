@@ -93,20 +93,24 @@ class SISAConfig:
         return replace(self, seed=seed)
 
     def to_dict(self) -> dict[str, Any]:
-        """The manifest's ``config`` (JSON values only)."""
-        out = {
+        """The manifest's ``config``."""
+        return {
             "model": self.model.to_dict(), "sharder": self.sharder.to_dict(),
             "aggregator": self.aggregator.to_dict(), "n_shards": self.n_shards,
             "n_slices": self.n_slices, "epochs": self.epochs, "stage_epochs": self.stage_epochs,
             "seed": self.seed, "threads_per_shard": self.threads_per_shard,
         }
+
+    def check_json(self) -> SISAConfig:
+        """``self``, if every component parameter is a JSON value (else a ValidationError):
+        the manifest must be able to record it."""
         try:
-            json.dumps(out)
+            json.dumps(self.to_dict())
         except TypeError as exc:
             raise ValidationError(
                 f"component parameters must be JSON values (numbers, strings, lists): {exc}"
             ) from exc
-        return out
+        return self
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> SISAConfig:

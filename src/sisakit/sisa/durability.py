@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -20,12 +21,10 @@ from .._hashing import salted_digest
 from ..errors import CheckpointError, SisakitError, ValidationError
 from ..ledger import DeletionLedger, RunLock, check_request_id, new_request_id
 from ..requests import ForgetReport, ForgetRequest
-from .repository import same_commit
+from .repository import Repository, same_commit
+from .state import RunState
 
-if TYPE_CHECKING:
-    from .engine import SISA
-
-__all__ = ["Durability"]
+__all__ = ["Durability", "EngineHooks"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,11 +39,23 @@ def check_lock_timeout(value: Any) -> float:
     return float(value)
 
 
+@dataclass(frozen=True)
+class EngineHooks:
+    """What the request protocol needs of the engine that owns it."""
+
+    state: Callable[[], RunState]  # the committed state
+    repo: Callable[[], Repository]
+    catch_up: Callable[[], None]  # reload what another process committed
+    resolve: Callable[[ForgetRequest], Any]  # a request's resolution (no side effect)
+    user_index: Callable[[Any], np.ndarray]  # raw user ids -> indices (UnknownIdError)
+    apply: Callable[..., ForgetReport]  # apply(request, rid, batch=, resolution=): commit
+
+
 class Durability:
     """The request protocol of one :class:`~sisakit.SISA` object (its lock depth, lock
     timeout and ledger reader)."""
 
-    def __init__(self, engine: SISA, root: Path, lock_timeout: float = 60.0) -> None:
+    def __init__(self, engine: EngineHooks, root: Path, lock_timeout: float = 60.0) -> None:
         self.engine = engine
         self.root = Path(root)
         self.lock_timeout = lock_timeout
@@ -83,13 +94,13 @@ class Durability:
             return
         with self.hold():
             self.refuse_interrupted_fit()
-            self.engine._catch_up()
+            self.engine.catch_up()
             yield
 
     def refuse_interrupted_fit(self) -> None:
         """Under the lock: refuse to change a run whose refit another process left unfinished
         (its new files would collide with ours); clean up after one that had committed."""
-        repo = self.engine._rt.repo
+        repo = self.engine.repo()
         if not repo.journal.exists():
             return
         with contextlib.suppress(CheckpointError):
@@ -105,10 +116,10 @@ class Durability:
     # ------------------------------------------------------------------ requests
     def run_tag(self) -> str:
         """Names this fit in ledger lines (the id hashes' salt changes with every fit)."""
-        return salted_digest("run", self.engine._state.salt)[:16]
+        return salted_digest("run", self.engine.state().salt)[:16]
 
     def hashes(self, request: ForgetRequest) -> dict[str, list[str]]:
-        digest = self.engine._state.digest
+        digest = self.engine.state().digest
         return {kind: [digest(kind, raw) for raw in getattr(request, kind)] for kind in KINDS}
 
     def same_request(self, rid: str, hashes: dict[str, list[str]]) -> bool:
@@ -145,7 +156,7 @@ class Durability:
                 return ForgetReport(already_forgotten={k: v for k, v in counts.items() if v})
             # Resolve the ids before anything is written: a request refused for unknown ids
             # leaves the run directory unchanged (the resolution is reused by the forget).
-            resolution = self.engine._resolve(request)
+            resolution = self.engine.resolve(request)
             self.ledger.receive(rid, request, hashes, run=self.run_tag())
             return self.apply_logged(request, rid, resuming=False, resolution=resolution)
 
@@ -153,13 +164,13 @@ class Durability:
                      resolution: Any = None) -> ForgetReport:
         """Apply a received request and append its final ledger line (call under the lock)."""
         try:
-            report = self.engine._forget_request(request, rid, resolution=resolution)
+            report = self.engine.apply(request, rid, resolution=resolution)
         except BaseException as exc:
             entry = self._committed(rid)
             if entry is not None:
                 # The manifest swap happened before the error: the request is applied.
                 self.ledger.mark_applied(rid, int(entry.get("generation",
-                                                            self.engine._state.generation)))
+                                                            self.engine.state().generation)))
             elif not resuming or isinstance(exc, SisakitError):
                 # Not acknowledged (the caller sees the error), or it can never succeed.
                 try:
@@ -168,7 +179,7 @@ class Durability:
                     logger.error("could not record that deletion request %s failed (%s); it "
                                  "stays pending and is retried by the next load", rid, io_exc)
             raise
-        self.ledger.mark_applied(rid, self.engine._state.generation,
+        self.ledger.mark_applied(rid, self.engine.state().generation,
                                  records_removed=report.records_removed)
         return report
 
@@ -176,10 +187,10 @@ class Durability:
         """The history entry of the last commit if it applied ``rid`` (``history[-1][key] ==
         value``): in memory, or on disk when the error came after the manifest swap."""
         want = rid if value is None else value
-        history = list(self.engine._state.history)
+        history = list(self.engine.state().history)
         if not (history and history[-1].get(key) == want):
             with contextlib.suppress(CheckpointError, OSError, AttributeError, TypeError):
-                history = list(self.engine._rt.repo.store.read_manifest().get("history") or [])
+                history = list(self.engine.repo().store.read_manifest().get("history") or [])
         return history[-1] if history and history[-1].get(key) == want else None
 
     def finish_pending(self) -> list[dict[str, Any]]:
@@ -193,7 +204,7 @@ class Durability:
         return done
 
     def _finish_one(self, rid: str) -> dict[str, Any]:
-        ledger, state = self.ledger, self.engine._state
+        ledger, state = self.ledger, self.engine.state()
         committed = next((h for h in state.history if h.get("request") == rid
                           or rid in h.get("requests", ())), None)
         if committed is not None:  # crashed after the manifest swap, before the ledger line
@@ -212,7 +223,7 @@ class Durability:
         except SisakitError as exc:
             logger.error("pending deletion request %s cannot be applied: %s", rid, exc)
             return {"request": rid, "state": "failed", "error": type(exc).__name__}
-        return {"request": rid, "state": "applied", "generation": self.engine._state.generation,
+        return {"request": rid, "state": "applied", "generation": self.engine.state().generation,
                 "report": report.as_dict()}
 
     def receive(self, request: ForgetRequest, request_id: str | None) -> str:
@@ -221,9 +232,9 @@ class Durability:
             raise ValidationError("empty deletion request; pass users= or items=")
         rid = new_request_id() if request_id is None else check_request_id(request_id)
         if request.users:
-            self.engine.view().user_index(list(request.users))
+            self.engine.user_index(list(request.users))  # UnknownIdError before anything
         if request.items:
-            self.engine._state.data.resolve(items=list(request.items))
+            self.engine.state().data.resolve(items=list(request.items))
         with self.locked():
             hashes = self.hashes(request)
             if self.ledger.state(rid) in ("received", "applied") and self.same_request(rid,
@@ -256,7 +267,7 @@ class Durability:
                 users=list(dict.fromkeys(u for p in parts for u in p.users)),
                 items=list(dict.fromkeys(i for p in parts for i in p.items)))
             try:
-                report = self.engine._forget_request(merged, todo[0], batch=todo)
+                report = self.engine.apply(merged, todo[0], batch=todo)
             except BaseException:
                 if self._committed(todo[0], "requests", todo) is not None:
                     self._mark_applied(todo)  # the manifest swap happened: they are applied
@@ -269,7 +280,7 @@ class Durability:
 
     def _mark_applied(self, todo: list[str]) -> None:
         for rid in todo:
-            self.ledger.mark_applied(rid, self.engine._state.generation, batch=todo[0])
+            self.ledger.mark_applied(rid, self.engine.state().generation, batch=todo[0])
 
     def pending_requests(self) -> list[dict[str, Any]]:
         return [{k: e.get(k) for k in ("request", "time", "kinds", "counts")}
@@ -279,7 +290,7 @@ class Durability:
     def try_sweep(self) -> None:
         """Delete what a killed process left behind (staged files of a forget or repartition
         that never committed, a torn manifest write), if the run lock is free right now."""
-        repo, state = self.engine._rt.repo, self.engine._state
+        repo, state = self.engine.repo(), self.engine.state()
         try:
             with RunLock(self.root, 0):
                 if repo.journal.exists():

@@ -18,21 +18,20 @@ import numpy as np
 import torch
 
 from .. import plugins
-from .._device import resolve_device
-from .._validation import MAX_SEED, check_bool, check_int, check_params, check_path
+from .._validation import MAX_SEED, check_bool, check_int, check_path
 from ..aggregators.base import Aggregator
-from ..data import Interactions, canonical_id
-from ..errors import UnknownIdError, ValidationError
+from ..data import Interactions
+from ..errors import ValidationError
 from ..executors.base import Executor
 from ..models.base import ShardModel
 from ..requests import ForgetReport, ForgetRequest
 from ..sharders.base import Sharder
 from . import loading, operations, serving
-from .config import ComponentSpec, SISAConfig
-from .durability import Durability, check_lock_timeout
+from .config import SISAConfig
+from .durability import Durability, EngineHooks, check_lock_timeout
 from .forgetting import plan_forget, resolve
 from .repository import Repository
-from .runtime import Runtime, assignment_arrays, validate_assignment
+from .runtime import assignment_arrays, build_runtime, validate_assignment
 from .serving import ShardIndex
 from .state import RunState
 from .view import EnsembleView
@@ -122,35 +121,27 @@ class SISA:
         executor: str | Executor = "serial",
         executor_params: dict[str, Any] | None = None,
     ) -> None:
-        counts = dict(n_shards=n_shards, n_slices=n_slices, epochs=epochs, seed=seed,
-                      threads_per_shard=threads_per_shard)
-        SISAConfig(*(ComponentSpec("-"),) * 3, **counts)  # the counts first: clear errors
-        dev = resolve_device(device)
-        self.overwrite = check_bool("overwrite", overwrite)
-        progress = check_bool("progress", progress, none=True)
         if workdir is not None:
             check_path("workdir", workdir)
-        params = [check_params(f"{k}_params", p) for k, p in (
-            ("model", model_params), ("sharder", sharder_params),
-            ("aggregator", aggregator_params), ("executor", executor_params))]
-        if isinstance(model, str) and "device" in plugins.get("model", model).param_names():
-            params[0].setdefault("device", str(dev))
-        parts = [plugins.build(kind, spec, **p) for kind, spec, p in zip(
-            ("model", "sharder", "aggregator", "executor"),
-            (model, sharder, aggregator, executor), params, strict=True)]
-        config = SISAConfig(*(ComponentSpec.of(k, c) for k, c in zip(
-            ("model", "sharder", "aggregator"), parts, strict=False)), **counts)
-        config.to_dict()  # JSON values only, or a ValidationError now
+        self.overwrite = check_bool("overwrite", overwrite)
+        counts = dict(n_shards=n_shards, n_slices=n_slices, epochs=epochs, seed=seed,
+                      threads_per_shard=threads_per_shard)
+        rt = build_runtime((model, sharder, aggregator, executor),
+                           (model_params, sharder_params, aggregator_params, executor_params),
+                           counts, device, progress, Path(workdir or "."))
         self._tmp = workdir is None
-        if workdir is None:
+        if workdir is None:  # a private run: removed with this object
             workdir = tempfile.mkdtemp(prefix="sisakit-run-")
             weakref.finalize(self, shutil.rmtree, workdir, True)
         root = Path(workdir)
-        self._rt = Runtime(config, *parts, device=dev, root=root, progress=progress,
-                           repo=Repository(root))
+        self._rt = rt.evolve(root=root, repo=Repository(root))
         self._state: RunState | None = None
         self._index: ShardIndex | None = None
-        self._durable = Durability(self, root)
+        self._durable = Durability(EngineHooks(
+            state=self._fitted_state, repo=lambda: self._rt.repo, catch_up=self._catch_up,
+            resolve=self._resolve, user_index=lambda users: self.view().user_index(users),
+            # late-bound: tests and fault injection patch SISA._forget_request
+            apply=lambda *a, **k: self._forget_request(*a, **k)), root)
 
     # ------------------------------------------------------------------ configuration
     n_shards = property(lambda self: self._rt.config.n_shards, doc="Shards S.")
@@ -232,13 +223,7 @@ class SISA:
         tombstone is not a user id (:meth:`recommend` and :meth:`forget` refuse it), while a
         forgotten user's *original* raw id stays addressable (popularity fallback).
         """
-        state = self._fitted_state()
-        dead = state.tombstoned()
-        if dead is None:
-            return state.data.user_ids
-        ids = np.array(state.data.user_ids[~dead])
-        ids.flags.writeable = False
-        return ids
+        return self._fitted_state().live_user_ids()
 
     def shard_counts(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Training records per (shard, user) (float32) and per (shard, item) (int64); a zero
@@ -442,20 +427,7 @@ class SISA:
 
     def is_forgotten(self, user: Any = None, *, item: Any = None) -> bool:
         """Whether a raw user (or item) id was forgotten in this run."""
-        state = self._fitted_state()
-        if (user is None) == (item is None):
-            raise ValidationError("pass exactly one of user= or item=")
-        kind, raw = ("users", user) if item is None else ("items", item)
-        raw = canonical_id(raw)
-        if state.digest(kind, raw) in set(state.forgotten[kind]):
-            return True
-        query = np.asarray([raw], dtype=object)
-        known = (serving.user_lookup(state, query) if kind == "users"
-                 else state.data.item_map.lookup(query))[1]
-        if not known[0]:
-            raise UnknownIdError(kind[:-1], [raw], f"it is not a {kind[:-1]} id of this run and "
-                                 "was never forgotten here; check the id")
-        return False
+        return serving.is_forgotten(self._fitted_state(), user, item)
 
     # ------------------------------------------------------------------ serving
     def scores(self, user_idx: np.ndarray) -> torch.Tensor:
@@ -552,13 +524,12 @@ class SISA:
         self._refuse_derived("forget")
         if request.is_empty():
             raise ValidationError("empty forget request; pass users=, interactions= or items=")
-        state = self._state
         if resolution is None or resolution.request is not request or \
-                resolution.data is not state.data:
+                resolution.data is not self._state.data:  # resolved against an older state
             resolution = self._resolve(request)
-        plan = plan_forget(state, resolution, self.n_slices)
-        new, index, report = operations.forget_run(self._rt, state, self._index, plan, request,
-                                                   request_id, batch)
+        plan = plan_forget(self._state, resolution, self.n_slices)
+        new, index, report = operations.forget_run(self._rt, self._state, self._index, plan,
+                                                   request, request_id, batch)
         self._install(new, index)
         return report
 

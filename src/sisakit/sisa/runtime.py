@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -10,21 +11,26 @@ from typing import Any
 import numpy as np
 import torch
 
+from .. import plugins
+from .._device import resolve_device
 from .._hashing import bucket
+from .._validation import check_bool, check_params
 from ..aggregators.base import Aggregator
 from ..data import Interactions
 from ..errors import ValidationError
 from ..executors.base import Executor
 from ..models.base import ShardModel
 from ..sharders.base import Sharder
-from .config import SISAConfig
+from .config import ComponentSpec, SISAConfig
 from .repository import Repository
 from .serving import ShardIndex, user_index
 from .state import RunState
 from .training import Trainer
 from .view import EnsembleView
 
-__all__ = ["Runtime", "assignment_arrays", "validate_assignment"]
+__all__ = ["Runtime", "assignment_arrays", "build_runtime", "validate_assignment"]
+
+KINDS = ("model", "sharder", "aggregator", "executor")
 
 
 @dataclass(frozen=True)
@@ -80,6 +86,25 @@ class Runtime:
             checkpoints=state.checkpoints, workdir=self.root, timings=dict(state.timings),
             user_counts=index.counts, item_counts=index.item_counts,
             resolve_users=lambda users: user_index(state, users, state.digest))
+
+
+def build_runtime(specs: Sequence[Any], params: Sequence[Any], counts: Mapping[str, Any],
+                  device: Any, progress: Any, root: Path) -> Runtime:
+    """Validate ``SISA``'s arguments and build its components (model, sharder, aggregator,
+    executor: a registered name or an instance each, with its ``*_params``)."""
+    SISAConfig(*(ComponentSpec("-"),) * 3, **counts)  # the counts first: clear errors
+    dev = resolve_device(device)
+    progress = check_bool("progress", progress, none=True)
+    checked = [check_params(f"{k}_params", p) for k, p in zip(KINDS, params, strict=True)]
+    model = specs[0]
+    if isinstance(model, str) and "device" in plugins.get("model", model).param_names():
+        checked[0].setdefault("device", str(dev))
+    parts = [plugins.build(k, spec, **p) for k, spec, p in zip(KINDS, specs, checked,
+                                                               strict=True)]
+    config = SISAConfig(*(ComponentSpec.of(k, c) for k, c in zip(KINDS[:3], parts[:3],
+                                                                 strict=True)), **counts)
+    return Runtime(config.check_json(), *parts, device=dev, root=root, progress=progress,
+                   repo=Repository(root))
 
 
 def assignment_arrays(assignment: Any, n: int) -> list[np.ndarray]:

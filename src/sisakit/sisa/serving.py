@@ -131,6 +131,23 @@ def user_index(state: RunState, users: Iterable[Any], digest: Callable[[str, Any
     return idx
 
 
+def is_forgotten(state: RunState, user: Any = None, item: Any = None) -> bool:
+    """Whether a raw user (or item) id was forgotten in the run of ``state``."""
+    if (user is None) == (item is None):
+        raise ValidationError("pass exactly one of user= or item=")
+    kind, raw = ("users", user) if item is None else ("items", item)
+    raw = canonical_id(raw)
+    if state.digest(kind, raw) in set(state.forgotten[kind]):
+        return True
+    query = np.asarray([raw], dtype=object)
+    known = (user_lookup(state, query) if kind == "users"
+             else state.data.item_map.lookup(query))[1]
+    if not known[0]:
+        raise UnknownIdError(kind[:-1], [raw], f"it is not a {kind[:-1]} id of this run and was "
+                             "never forgotten here; check the id")
+    return False
+
+
 def check_user_indices(user_idx: Any, n_users: int) -> np.ndarray:
     """``user_idx`` as int64 user indices in ``[0, n_users)``, else a ValidationError."""
     u = np.asarray(user_idx)

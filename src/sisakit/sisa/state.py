@@ -115,6 +115,15 @@ class RunState:
         dead[np.fromiter(self.tombstones.values(), dtype=np.int64)] = True
         return dead
 
+    def live_user_ids(self) -> np.ndarray:
+        """Raw ids of the users not forgotten (read-only), in index order."""
+        dead = self.tombstoned()
+        if dead is None:
+            return self.data.user_ids
+        ids = np.array(self.data.user_ids[~dead])
+        ids.flags.writeable = False
+        return ids
+
     def listed_files(self) -> set[str]:
         """The files this state's manifest lists."""
         listed = {n for names in self.checkpoints for n in names} | self.data_files.names()
