@@ -84,6 +84,43 @@ MAX_THREADS = 1_024
 MAX_SEED = 2**63 - 1
 
 
+#: The int64 range every id and timestamp must fit.
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
+def short_repr(v: Any) -> str:
+    """``repr`` of a value for a message: plain Python scalars, at most 60 characters."""
+    v = v.item() if isinstance(v, np.generic) else v
+    if isinstance(v, int) and not isinstance(v, bool) and v.bit_length() > 200:
+        return f"an int of {len(str(abs(v))) if v.bit_length() < 10_000 else 'many'} digits"
+    try:
+        text = repr(v)
+    except (ValueError, RecursionError):  # e.g. an object whose repr fails
+        text = f"<{type(v).__name__}>"
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def check_user_selection(users: Any, n_users: int) -> np.ndarray | None:
+    """``users`` (None, a boolean mask over the users or user indices) as sorted unique user
+    indices (None: every user), else a ValidationError."""
+    if users is None:
+        return None
+    u = np.asarray(users)
+    if u.dtype == bool:
+        if u.shape != (n_users,):
+            raise ValidationError(f"a boolean users mask needs shape ({n_users},), got {u.shape}")
+        return np.flatnonzero(u)
+    if u.ndim != 1 or (u.size and u.dtype.kind not in "iu"):
+        raise ValidationError(
+            "users must be a 1-D array of user indices (use data.user_map.index(raw_ids, 'user') "
+            "to convert raw ids)"
+        )
+    u = u.astype(np.int64)
+    if u.size and (u.min() < 0 or u.max() >= n_users):
+        raise ValidationError(f"users holds indices outside [0, {n_users})")
+    return np.unique(u)
+
+
 def _show(value: Any) -> str:
     """A short repr of a bad value, with its type when the type is the problem."""
     text = repr(value)

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from ._validation import INT64_MAX, INT64_MIN, short_repr
 from .errors import DataError, UnknownIdError, ValidationError
 
 __all__ = ["IdMap", "Interactions", "ResolvedRequest", "canonical_id", "labelled"]
@@ -20,7 +21,6 @@ def _readonly(a: np.ndarray) -> np.ndarray:
     return a
 
 
-_I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
 _NESTED = (list, tuple, set, frozenset, dict, range, np.ndarray)
 
 
@@ -28,23 +28,11 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
 
 
-def _short(v: Any) -> str:
-    """``repr`` of a value for a message: plain Python scalars, at most 60 characters."""
-    v = v.item() if isinstance(v, np.generic) else v
-    if isinstance(v, int) and not isinstance(v, bool) and v.bit_length() > 200:
-        return f"an int of {len(str(abs(v))) if v.bit_length() < 10_000 else 'many'} digits"
-    try:
-        text = repr(v)
-    except (ValueError, RecursionError):  # e.g. an object whose repr fails
-        text = f"<{type(v).__name__}>"
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
 def _nested_error(values: Any, what: str) -> ValidationError:
     """The error for a ragged or nested id list (``[[1, 2], [3]]``, ``[1, [2]]``)."""
     try:
         k, v = next((k, v) for k, v in enumerate(values) if isinstance(v, _NESTED))
-        at = f"entry {k} is {_short(v)}"
+        at = f"entry {k} is {short_repr(v)}"
     except (StopIteration, TypeError):
         at = "it is ragged or nested"
     return ValidationError(
@@ -55,7 +43,7 @@ def _nested_error(values: Any, what: str) -> ValidationError:
 
 def _oversize_error(v: Any, what: str) -> ValidationError:
     return ValidationError(
-        f"{what} holds {_short(v)}, which does not fit a 64-bit integer id (range -2**63 .. "
+        f"{what} holds {short_repr(v)}, which does not fit a 64-bit integer id (range -2**63 .. "
         "2**63 - 1); use smaller ids, or strings (e.g. str(id))"
     )
 
@@ -97,7 +85,7 @@ def _object_ids(arr: np.ndarray, what: str, oversize: str) -> np.ndarray:
             raise _oversize_error(huge, what) from None
     if all(issubclass(k, (float, np.floating)) for k in kinds):
         raise ValidationError(
-            f"{what} holds floats (e.g. {_short(vals[0])}); ids must be integers or strings "
+            f"{what} holds floats (e.g. {short_repr(vals[0])}); ids must be integers or strings "
             "(convert float ids with .astype(int) or .astype(str))"
         )
     raise ValidationError(
@@ -119,7 +107,7 @@ def as_id_array(values: Any, what: str, oversize: str = "raise") -> np.ndarray:
     if arr.dtype.kind == "i":
         return arr.astype(np.int64)
     if arr.dtype.kind == "u":
-        if arr.dtype.itemsize == 8 and int(arr.max()) > _I64_MAX:  # would wrap negative
+        if arr.dtype.itemsize == 8 and int(arr.max()) > INT64_MAX:  # would wrap negative
             if oversize == "keep":
                 return np.array(arr.tolist(), dtype=object)
             raise _oversize_error(int(arr.max()), what)
@@ -145,11 +133,11 @@ def _numeric_column(name: str, value: Any, n: int) -> np.ndarray:
         raise ValidationError(f"{name} must have shape ({n},), got {arr.shape}")
     if arr.dtype.kind == "O" and n and all(_is_int(v) for v in arr.tolist()):
         ints = [int(v) for v in arr.tolist()]  # Python ints numpy could not hold as int64
-        bad = [k for k, v in enumerate(ints) if not _I64_MIN <= v <= _I64_MAX]
+        bad = [k for k, v in enumerate(ints) if not INT64_MIN <= v <= INT64_MAX]
         if name == "timestamp" or not bad:
             if bad:
                 raise DataError(f"timestamp does not fit int64 seconds (records {bad[:5]}, e.g. "
-                                f"{_short(ints[bad[0]])}); use Unix seconds")
+                                f"{short_repr(ints[bad[0]])}); use Unix seconds")
             return np.array(ints, dtype=np.int64)
         try:
             return np.array([float(v) for v in ints], dtype=np.float64)
@@ -196,7 +184,7 @@ def _check_column(name: str, arr: np.ndarray, dtype: type) -> None:
                 raise DataError(f"{name} does not fit int64 seconds ({_records(bad)}); use "
                                 "Unix seconds")
     elif arr.dtype.kind == "u" and dtype is np.int64 and arr.dtype.itemsize == 8:
-        bad = arr > np.uint64(_I64_MAX)
+        bad = arr > np.uint64(INT64_MAX)
         if bad.any():
             raise DataError(f"{name} does not fit int64 seconds ({_records(bad)}); use Unix "
                             "seconds")
@@ -209,7 +197,7 @@ def canonical_id(value: Any) -> Any:
         value = value.item()
     if isinstance(value, bool) or not isinstance(value, (int, str)):
         raise ValidationError(
-            f"ids must be integers or strings, got {_short(value)} ({type(value).__name__})"
+            f"ids must be integers or strings, got {short_repr(value)} ({type(value).__name__})"
         )
     if isinstance(value, int) and value.bit_length() > 1024:  # far beyond any int64 id
         raise _oversize_error(value, "ids")
@@ -254,14 +242,14 @@ class IdMap:
         known = np.ones(n, dtype=bool)
         id_kind = self.ids.dtype.kind
         if q.dtype.kind == "u" and id_kind == "i":
-            known = q <= np.uint64(_I64_MAX) if q.dtype.itemsize == 8 else known
+            known = q <= np.uint64(INT64_MAX) if q.dtype.itemsize == 8 else known
             q = np.where(known, q, 0).astype(np.int64)  # no float promotion in searchsorted
         elif q.dtype.kind == "O" and n:
             vals = q.tolist()
             if any(isinstance(v, _NESTED) for v in vals):
                 raise _nested_error(vals, f"{self.what} ids")
             if id_kind == "i":
-                known = np.array([_is_int(v) and _I64_MIN <= v <= _I64_MAX for v in vals])
+                known = np.array([_is_int(v) and INT64_MIN <= v <= INT64_MAX for v in vals])
                 q = np.array([int(v) if k else 0 for v, k in zip(vals, known, strict=True)],
                              dtype=np.int64)
             else:
@@ -347,7 +335,7 @@ class Interactions:
             if arr.dtype.kind not in "iu":
                 raise ValidationError(f"{name} must be integers, got dtype {arr.dtype}")
             if arr.dtype.kind == "u" and arr.dtype.itemsize == 8 and n and (
-                arr.max() > np.uint64(_I64_MAX)
+                arr.max() > np.uint64(INT64_MAX)
             ):
                 raise ValidationError(f"{name} holds values beyond int64; pass int64 values")
             object.__setattr__(self, name, _readonly(arr.astype(np.int64)))
@@ -663,7 +651,7 @@ class Interactions:
             isinstance(interactions, (str, bytes)) or not isinstance(interactions, Iterable)
         ):
             raise ValidationError("interactions must be a sequence of (user, item) pairs, e.g. "
-                                  f"[(1, 10), (2, 11)], got {_short(interactions)}")
+                                  f"[(1, 10), (2, 11)], got {short_repr(interactions)}")
         pairs = [] if interactions is None else list(interactions)
         if any(not isinstance(p, (tuple, list, np.ndarray)) or len(p) != 2 for p in pairs):
             raise ValidationError(

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from . import metrics as _metrics
+from ._validation import check_user_selection
 from .data import Interactions, labelled
 from .errors import ValidationError
 from .sisa import SISA
@@ -297,7 +298,7 @@ def _restrict(codes: np.ndarray, users: Any, n_users: int) -> Any:
     in_group = codes >= 0
     if users is None:
         return in_group
-    sel = _metrics._select_users(users, n_users)
+    sel = check_user_selection(users, n_users)
     mask = np.zeros(n_users, dtype=bool)
     mask[sel] = True
     return mask & in_group

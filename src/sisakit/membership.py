@@ -603,9 +603,12 @@ class UserMembershipAttack:
         y = np.r_[np.ones(len(m), np.int64), np.zeros(len(n), np.int64)]
         return x, y
 
-    def _proba(self, x: np.ndarray) -> np.ndarray:
+    def proba_of_features(self, x: np.ndarray) -> np.ndarray:
+        """Member probability of users given their attack features (:meth:`features`)."""
         proba = self.attacker_.predict_proba(x)
         return proba[:, list(self.attacker_.classes_).index(1)]
+
+    _proba = proba_of_features
 
     def _require_fitted(self) -> None:
         if not hasattr(self, "attacker_"):
@@ -747,7 +750,7 @@ def unlearning_audit(
 
     def attack(name: str, m: Any) -> None:
         x = mia.features(m, data, np.concatenate([gone, negatives]))
-        p = mia._proba(x)
+        p = mia.proba_of_features(x)
         results[name] = membership_metrics(p, labels)
         proba[name], feats[name] = p[: len(gone)], x[: len(gone)]
 

@@ -42,6 +42,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from ._validation import check_user_selection
 from .data import Interactions
 from .errors import ValidationError
 
@@ -289,25 +290,6 @@ def _check_inputs(model: Any, train: Interactions, test: Interactions) -> None:
         raise ValidationError("test has no records; pass a non-empty held-out set")
 
 
-def _select_users(users: Any, n_users: int) -> np.ndarray | None:
-    if users is None:
-        return None
-    u = np.asarray(users)
-    if u.dtype == bool:
-        if u.shape != (n_users,):
-            raise ValidationError(f"a boolean users mask needs shape ({n_users},), got {u.shape}")
-        return np.flatnonzero(u)
-    if u.ndim != 1 or (u.size and u.dtype.kind not in "iu"):
-        raise ValidationError(
-            "users must be a 1-D array of user indices (use data.user_map.index(raw_ids, 'user') "
-            "to convert raw ids)"
-        )
-    u = u.astype(np.int64)
-    if u.size and (u.min() < 0 or u.max() >= n_users):
-        raise ValidationError(f"users holds indices outside [0, {n_users})")
-    return np.unique(u)
-
-
 # ---------------------------------------------------------------------------------- evaluate
 def evaluate(
     model: Scorer,
@@ -370,7 +352,7 @@ def evaluate(
         batch_size < 1
     ):
         raise ValidationError(f"batch_size must be a positive integer, got {batch_size!r}")
-    selected = _select_users(users, train.n_users)
+    selected = check_user_selection(users, train.n_users)
 
     active = np.asarray(train.item_active, dtype=bool)
     inactive_cols = np.flatnonzero(~active)

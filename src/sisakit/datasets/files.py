@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from ..data import _I64_MAX, _I64_MIN, Interactions, _short
+from .._validation import INT64_MAX, INT64_MIN, short_repr
+from ..data import Interactions
 from ..errors import DataError, ValidationError
 
 __all__ = ["read_interactions"]
@@ -31,8 +32,8 @@ _POW10 = 10.0 ** np.arange(16)
 _MAX_DIGITS = 15  # exact in float64 accumulation
 _F32_MAX = float(np.finfo(np.float32).max)
 # the decimal digits of 2**63 - 1 and of 2**63 (the magnitude of the smallest int64)
-_LIM_POS = np.array([int(c) for c in str(_I64_MAX)], np.uint32)
-_LIM_NEG = np.array([int(c) for c in str(-_I64_MIN)], np.uint32)
+_LIM_POS = np.array([int(c) for c in str(INT64_MAX)], np.uint32)
+_LIM_NEG = np.array([int(c) for c in str(-INT64_MIN)], np.uint32)
 
 
 # ---------------------------------------------------------------------------------- helpers
@@ -171,11 +172,11 @@ def _field_ints(
             try:
                 iv = int(v)
             except ValueError:
-                problem = f"{what} {_short(v)} is not an integer"
+                problem = f"{what} {short_repr(v)} is not an integer"
             else:
-                if _I64_MIN <= iv <= _I64_MAX:
+                if INT64_MIN <= iv <= INT64_MAX:
                     continue
-                problem = f"{what} {_short(v)} does not fit a 64-bit integer"
+                problem = f"{what} {short_repr(v)} does not fit a 64-bit integer"
             raise _malformed(path, int(lines[k]), problem, layout, raw) from None
         raise DataError(f"{path}: the {what} column is not integers; {layout}") from None
 
@@ -352,7 +353,7 @@ def _convert_ids(x: Any, mode: str, column: str) -> np.ndarray:
         if mode == "str":
             return x.astype(str)
         if x.dtype.kind == "u" and x.dtype.itemsize == 8 and len(x):
-            big = np.flatnonzero(x > np.uint64(_I64_MAX))
+            big = np.flatnonzero(x > np.uint64(INT64_MAX))
             if big.size:  # astype(int64) would wrap it negative
                 raise _BadValue(column, int(big[0]),
                                 f"holds {int(x[big[0]])}, which does not fit a 64-bit integer "
@@ -388,9 +389,9 @@ def _convert_ids(x: Any, mode: str, column: str) -> np.ndarray:
         return s
     k = int(np.flatnonzero(~ok)[0])
     if _int_syntax(s[k:k + 1])[0]:
-        raise _BadValue(column, k, f"holds {_short(str(s[k]))}, which does not fit a 64-bit "
+        raise _BadValue(column, k, f"holds {short_repr(str(s[k]))}, which does not fit a 64-bit "
                                    "integer id; pass ids='str' to keep such ids exactly, as text")
-    raise _BadValue(column, k, f"holds {_short(str(s[k]))}, which is not an integer; pass "
+    raise _BadValue(column, k, f"holds {short_repr(str(s[k]))}, which is not an integer; pass "
                                "ids='auto' or 'str'")
 
 
@@ -412,7 +413,7 @@ def _convert_float(x: Any, column: str) -> np.ndarray:
                 try:
                     float(v)
                 except (ValueError, OverflowError):
-                    raise _BadValue(column, k, f"holds {_short(v)}, which is not a number"
+                    raise _BadValue(column, k, f"holds {short_repr(v)}, which is not a number"
                                     ) from None
             raise _BadValue(column, None, "is not numbers") from None
     bad = np.flatnonzero(~np.isfinite(out))
@@ -442,7 +443,7 @@ def _whole_seconds(x: np.ndarray, column: str) -> np.ndarray:
 
 
 def _float_seconds(x: np.ndarray, column: str, text: np.ndarray | None = None) -> np.ndarray:
-    shown = (lambda k: _short(str(text[k]))) if text is not None else (lambda k: repr(float(x[k])))
+    shown = (lambda k: short_repr(str(text[k]))) if text is not None else (lambda k: repr(float(x[k])))
     bad = np.flatnonzero(~np.isfinite(x) | (x != np.round(x)))
     if bad.size:
         k = int(bad[0])
@@ -476,7 +477,7 @@ def _convert_timestamp(x: Any, column: str) -> np.ndarray:
     if x.dtype.kind == "i":
         return x.astype(np.int64)
     if x.dtype.kind == "u":
-        big = np.flatnonzero(x > np.uint64(_I64_MAX)) if x.dtype.itemsize == 8 else []
+        big = np.flatnonzero(x > np.uint64(INT64_MAX)) if x.dtype.itemsize == 8 else []
         if len(big):
             raise _BadValue(column, int(big[0]), f"holds {int(x[big[0]])}, which does not fit "
                                                  "int64 seconds; use Unix seconds")
@@ -500,7 +501,7 @@ def _convert_timestamp(x: Any, column: str) -> np.ndarray:
     else:
         big = rest[_int_syntax(s[rest])]  # an integer beyond int64: never rounded via float
         if big.size:
-            raise _BadValue(column, int(big[0]), f"holds {_short(str(s[big[0]]))}, which does "
+            raise _BadValue(column, int(big[0]), f"holds {short_repr(str(s[big[0]]))}, which does "
                                                  "not fit int64 seconds; use Unix seconds")
         try:
             vals[rest] = _float_seconds(num, column, s[rest])
@@ -517,17 +518,17 @@ def _convert_timestamp(x: Any, column: str) -> np.ndarray:
     kind0 = None
     for k, v in enumerate(s.tolist()):  # only on the error path: name the offending row
         if not ok[k] and _int_syntax(np.array([v]))[0]:
-            raise _BadValue(column, k, f"holds {_short(v)}, which does not fit int64 seconds; "
+            raise _BadValue(column, k, f"holds {short_repr(v)}, which does not fit int64 seconds; "
                                        "use Unix seconds")
         kind = "integer" if ok[k] or _is_float(v) else "ISO-8601" if _is_date(v) else None
         if kind is None:
             raise _BadValue(
                 column, k,
-                f"holds {_short(v)}, which is neither an integer timestamp nor an ISO-8601 date",
+                f"holds {short_repr(v)}, which is neither an integer timestamp nor an ISO-8601 date",
             )
         kind0 = kind0 or kind
         if kind != kind0:
-            raise _BadValue(column, k, f"holds {_short(v)} ({kind}) after {kind0} timestamps: "
+            raise _BadValue(column, k, f"holds {short_repr(v)} ({kind}) after {kind0} timestamps: "
                                        "the column mixes integer and ISO-8601 timestamps; use one "
                                        "kind")
     raise _BadValue(column, None, "cannot be read as timestamps")  # pragma: no cover
@@ -730,21 +731,21 @@ def _as_path(path: Any, name: str, what: str) -> Path:
         p = Path(path)
     except TypeError:
         raise ValidationError(f"{name} must be a str or os.PathLike naming {what}, got "
-                              f"{_short(path)} ({type(path).__name__})") from None
+                              f"{short_repr(path)} ({type(path).__name__})") from None
     if "\x00" in str(p):
-        raise ValidationError(f"{name} contains a NUL character ({_short(str(p))}); pass {what}")
+        raise ValidationError(f"{name} contains a NUL character ({short_repr(str(p))}); pass {what}")
     return p
 
 
 def _check_min_rating(min_rating: Any) -> float:
     """A usable ``min_rating`` as a float (any real number; NaN and huge ints are refused)."""
     if isinstance(min_rating, bool) or not isinstance(min_rating, (int, float, np.number)):
-        raise ValidationError(f"min_rating must be a number or None, got {_short(min_rating)}")
+        raise ValidationError(f"min_rating must be a number or None, got {short_repr(min_rating)}")
     try:
         value = float(min_rating)
     except (OverflowError, TypeError, ValueError):
         raise ValidationError(f"min_rating must be a number within float range, got "
-                              f"{_short(min_rating)}; pass e.g. min_rating=4") from None
+                              f"{short_repr(min_rating)}; pass e.g. min_rating=4") from None
     if math.isnan(value):
         raise ValidationError("min_rating must be a number, got NaN; pass e.g. min_rating=4")
     return value

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data import Interactions, _short
+from .._validation import short_repr
+from ..data import Interactions
 from ..errors import DataError, ValidationError
 from .files import (
     _as_path,
@@ -121,10 +122,10 @@ def load_movielens(
     """
     if not isinstance(name, str):
         raise ValidationError(f"name must be a string, one of {list(MOVIELENS_NAMES)}, got "
-                              f"{_short(name)} ({type(name).__name__})")
+                              f"{short_repr(name)} ({type(name).__name__})")
     if name not in _LAYOUTS:
         raise ValidationError(
-            f"unknown MovieLens data set {_short(name)}; supported names: {list(MOVIELENS_NAMES)}"
+            f"unknown MovieLens data set {short_repr(name)}; supported names: {list(MOVIELENS_NAMES)}"
         )
     if min_rating is not None:
         min_rating = _check_min_rating(min_rating)

@@ -8,7 +8,8 @@ import numbers
 
 import numpy as np
 
-from ..data import Interactions, _short
+from .._validation import short_repr
+from ..data import Interactions
 from ..errors import ValidationError
 
 __all__ = ["synthetic"]
@@ -32,10 +33,10 @@ _MAX_RECORDS = 2 * 10**8  # expected records
 def _check_int(name: str, value: object, low: int, high: int | None = None) -> int:
     valid = f"an integer >= {low}" if high is None else f"an integer in [{low}, {high:,}]"
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ValidationError(f"{name} must be {valid}, got {_short(value)} "
+        raise ValidationError(f"{name} must be {valid}, got {short_repr(value)} "
                               f"({type(value).__name__})")
     if value < low or (high is not None and value > high):
-        raise ValidationError(f"{name} must be {valid}, got {_short(int(value))}")
+        raise ValidationError(f"{name} must be {valid}, got {short_repr(int(value))}")
     return int(value)
 
 
@@ -95,7 +96,7 @@ def synthetic(
             mean = math.inf
     if mean is None or not (0 < mean < math.inf):
         raise ValidationError(f"mean_interactions must be a finite number > 0, got "
-                              f"{_short(mean_interactions)}; pass e.g. mean_interactions=30")
+                              f"{short_repr(mean_interactions)}; pass e.g. mean_interactions=30")
     mean_interactions = mean
     if n_users * n_items > _MAX_PAIRS:
         raise ValidationError(

@@ -333,7 +333,16 @@ class SASRec(ShardModel):
         return F.cross_entropy(logits, targets[mask] - 1)
 
     # ------------------------------------------------------------------ scoring
-    def _check_sequences(self, seqs: Any) -> torch.Tensor:
+    @property
+    def bound_histories(self) -> torch.Tensor | None:
+        """The users' training histories the model is bound to (``(n_users, max_len)`` padded
+        item indices + 1), or None before it saw data."""
+        return self._history
+
+    def check_sequences(self, seqs: Any) -> torch.Tensor:
+        """``seqs`` (a 2-D integer array, or a list of item-index sequences) as a
+        ``(n, max_len)`` int64 tensor of left-padded item indices + 1; a ValidationError
+        otherwise."""
         if isinstance(seqs, torch.Tensor) or (isinstance(seqs, np.ndarray) and seqs.ndim == 2):
             t = torch.as_tensor(seqs)
             if t.ndim != 2 or t.dtype.is_floating_point or t.dtype == torch.bool:
@@ -398,7 +407,7 @@ class SASRec(ShardModel):
             index + 1 with 0 as padding (the format of :func:`user_sequences`).
         """
         net = self._require()
-        return net.logits(self.encode(self._check_sequences(seqs)))
+        return net.logits(self.encode(self.check_sequences(seqs)))
 
     @torch.no_grad()
     def scores(self, user_idx: np.ndarray | torch.Tensor) -> torch.Tensor:

@@ -347,7 +347,7 @@ class DualMemoryModel:
     def route_sequences(self, seqs: Any) -> torch.Tensor:
         """Side-memory weight in ``[0, 1]`` of each explicit history (see
         :meth:`sisakit.models.SASRec.score_sequences` for the formats)."""
-        padded = self.main._check_sequences(seqs)
+        padded = self.main.check_sequences(seqs)
         if len(padded) == 0:
             return torch.zeros(0)
         return torch.sigmoid(self.router(self.main.encode(padded).float())).cpu()
@@ -368,7 +368,7 @@ class DualMemoryModel:
     @torch.no_grad()
     def score_sequences(self, seqs: Any) -> torch.Tensor:
         """Next-item scores ``(n, n_items)`` of explicit histories, routed per request."""
-        padded = self.main._check_sequences(seqs)
+        padded = self.main.check_sequences(seqs)
         hidden = self.main.encode(padded)
         scores = self.main.network.logits(hidden)  # exactly main.score_sequences(padded)
         side = (torch.sigmoid(self.router(hidden.float())) >= self.threshold).cpu()
@@ -861,7 +861,7 @@ class DualMemory(Unlearner):
             raise ValidationError(
                 f"dual-memory adapts a trained sisakit SASRec model, got {type(model).__name__}; "
                 "fit sisakit.models.SASRec first (use SISA for exact unlearning of other models)")
-        model._require()
+        model.network  # noqa: B018 - raises if the model has no parameters yet
 
     def _resolve(self, model: Any, request: Any, data: Any) -> tuple[Interactions, np.ndarray]:
         if data is None:
@@ -883,8 +883,8 @@ class DualMemory(Unlearner):
             raise ValidationError(
                 f"data has {data.n_users} users and {data.n_items} items but the model has "
                 f"{model.n_users} and {model.n_items}; pass the data the model was trained on")
-        if model._history is not None and not torch.equal(
-                model._history, user_sequences(data, int(model.max_len))):
+        if model.bound_histories is not None and not torch.equal(
+                model.bound_histories, user_sequences(data, int(model.max_len))):
             raise ValidationError("data does not match the histories the model was trained on; "
                                   "pass the same Interactions that fit() received")
         resolved = data.resolve(users=request.users, interactions=request.interactions)
@@ -1113,7 +1113,7 @@ class DualMemory(Unlearner):
         keep = ~is_forget[held.user_idx]
         users, items = held.user_idx[keep], torch.from_numpy(held.item_idx[keep])
         # the model's bound histories are data's (unlearn checked it): no second sort
-        seqs = model._history if model._history is not None else user_sequences(
+        seqs = model.bound_histories if model.bound_histories is not None else user_sequences(
             data, int(model.max_len))
         hist = seqs[torch.from_numpy(users)]
         has = (hist != PAD).any(1)
