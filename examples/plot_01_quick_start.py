@@ -5,7 +5,7 @@ Quick start: fit, recommend, forget, check
 Train a SISA ensemble on the built-in synthetic data, recommend, forget one user and check the
 promise of exact unlearning: after :meth:`~sisakit.SISA.forget`, every shard's parameters equal,
 bit for bit, those of an ensemble trained from scratch without the user
-(:func:`sisakit.engine.parameters_equal`).
+(:func:`sisakit.sisa.parameters_equal`).
 """
 
 # %%
@@ -21,7 +21,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 import sisakit
-from sisakit.engine import parameters_equal
+from sisakit.sisa import parameters_equal
 
 matplotlib.use("Agg")  # draw off-screen: running this file as a script opens no window
 

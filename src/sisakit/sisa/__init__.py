@@ -16,10 +16,10 @@ How exactness holds
 
 The package
 -----------
-:class:`SISA` (``engine``) is a facade: it validates at the public boundary and delegates to
+:class:`~sisakit.SISA` (``engine``) is a facade: it validates at the public boundary and delegates to
 
 * ``config`` — :class:`SISAConfig`, the frozen configuration (manifest ``config``);
-* ``state`` — :class:`~sisakit.sisa.state.RunState`, the immutable state of one commit;
+* ``state`` — ``RunState``, the immutable state of one commit;
 * ``layout`` — every run-directory name and generation rule;
 * ``repository`` — manifest ↔ state, data files, commit, sweep, copy, workdir checks;
 * ``transaction`` — the one commit mechanism of fit, repartition and forget;

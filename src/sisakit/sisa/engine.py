@@ -29,9 +29,9 @@ from ..sharders.base import Sharder
 from . import loading, operations, serving
 from .config import SISAConfig
 from .durability import Durability, EngineHooks, check_lock_timeout
-from .forgetting import plan_forget, resolve
+from .forgetting import resolve
 from .repository import Repository
-from .runtime import assignment_arrays, build_runtime, validate_assignment
+from .runtime import build_runtime
 from .serving import ShardIndex
 from .state import RunState
 from .view import EnsembleView
@@ -264,15 +264,8 @@ class SISA:
             If ``workdir`` holds another run or an interrupted fit (without ``overwrite``),
             pending deletion requests or foreign files, or the run lock is held too long.
         """
-        loading.check_fit_data(data)
-        arrays = None if assignment is None else assignment_arrays(assignment, len(data))
         replace = self.overwrite or self._tmp
-        self._rt.repo.check_workdir(self.config, replace=replace)
-        data, shard, slice_ = loading.fit_inputs(self._rt, data, arrays)
-        # A stored assignment may leave a shard empty (all its users were forgotten): such a
-        # shard keeps its seeded initial state and contributes nothing.
-        validate_assignment(self._rt.config, len(data), shard, slice_,
-                            allow_empty=assignment is not None)
+        data, shard, slice_ = loading.prepare_fit(self._rt, data, assignment, replace=replace)
         self.workdir.mkdir(parents=True, exist_ok=True)
         with self._durable.hold():
             self._rt.repo.check_workdir(self.config, replace=replace)  # again, under the lock
@@ -524,12 +517,8 @@ class SISA:
         self._refuse_derived("forget")
         if request.is_empty():
             raise ValidationError("empty forget request; pass users=, interactions= or items=")
-        if resolution is None or resolution.request is not request or \
-                resolution.data is not self._state.data:  # resolved against an older state
-            resolution = self._resolve(request)
-        plan = plan_forget(self._state, resolution, self.n_slices)
-        new, index, report = operations.forget_run(self._rt, self._state, self._index, plan,
-                                                   request, request_id, batch)
+        new, index, report = operations.apply_request(self._rt, self._state, self._index,
+                                                      request, request_id, batch, resolution)
         self._install(new, index)
         return report
 

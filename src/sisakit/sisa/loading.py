@@ -24,7 +24,7 @@ from .config import SISAConfig, comparable_config
 from .durability import check_lock_timeout
 from .operations import fit_run
 from .repository import Repository, same_commit
-from .runtime import Runtime
+from .runtime import Runtime, assignment_arrays, validate_assignment
 from .serving import ShardIndex
 from .state import DataFiles, RunState
 
@@ -46,6 +46,20 @@ def check_fit_data(data: Any) -> None:
         raise ValidationError("fit() got empty data; pass at least one interaction")
     if not data.item_active.any():
         raise ValidationError("every item is inactive; nothing can be recommended")
+
+
+def prepare_fit(rt: Runtime, data: Any, assignment: Any, *, replace: bool
+                ) -> tuple[Interactions, np.ndarray, np.ndarray]:
+    """Check ``fit``'s arguments and the workdir, then order the data and draw (or check) the
+    assignment."""
+    check_fit_data(data)
+    arrays = None if assignment is None else assignment_arrays(assignment, len(data))
+    rt.repo.check_workdir(rt.config.to_dict(), replace=replace)
+    data, shard, slice_ = fit_inputs(rt, data, arrays)
+    # A stored assignment may leave a shard empty (all its users were forgotten): such a shard
+    # keeps its seeded initial state and contributes nothing.
+    validate_assignment(rt.config, len(data), shard, slice_, allow_empty=assignment is not None)
+    return data, shard, slice_
 
 
 def fit_inputs(rt: Runtime, data: Interactions, arrays: list[np.ndarray] | None

@@ -16,7 +16,7 @@ from .._clock import utc_now
 from ..requests import ForgetReport, ForgetRequest
 from ..store import FORMAT_VERSION
 from .config import SISAConfig
-from .forgetting import ForgetPlan
+from .forgetting import ForgetPlan, plan_forget, resolve
 from .layout import checkpoint_names
 from .runtime import Runtime, validate_assignment
 from .serving import ShardIndex, bind_models
@@ -25,7 +25,7 @@ from .training import fit_aggregator, progress_bar, resume_points
 from .transaction import Transaction
 from .view import stage_work
 
-__all__ = ["fit_run", "forget_run", "repartition_run"]
+__all__ = ["apply_request", "fit_run", "forget_run", "repartition_run"]
 
 logger = logging.getLogger(__name__)
 
@@ -193,6 +193,18 @@ def forget_run(rt: Runtime, state: RunState, index: ShardIndex, plan: ForgetPlan
     logger.info("forgot %d records: retrained shards %s in %.2fs", report.records_removed,
                 report.shards_retrained, report.seconds)
     return new, new_index, report
+
+
+def apply_request(rt: Runtime, state: RunState, index: ShardIndex, request: ForgetRequest,
+                  request_id: str | None, batch: Sequence[str] | None, resolution: Any = None
+                  ) -> tuple[RunState, ShardIndex, ForgetReport]:
+    """Plan and apply one request (``resolution``: its resolution against ``state``, if the
+    caller already has it)."""
+    if resolution is None or resolution.request is not request or \
+            resolution.data is not state.data:  # resolved against an older state
+        resolution = resolve(state, request, state.digest)
+    plan = plan_forget(state, resolution, rt.config.n_slices)
+    return forget_run(rt, state, index, plan, request, request_id, batch)
 
 
 def _fill_report(report: ForgetReport, cfg: SISAConfig, new: RunState, plan: ForgetPlan,
