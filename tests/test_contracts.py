@@ -1,11 +1,13 @@
 """Run the public contract suites (:mod:`sisakit.testing`) against every built-in component.
 
-A new built-in sharder, model, aggregator or attacker must get a contract class here:
+A new built-in sharder, model, aggregator, attacker, unlearner, influence measure or executor must
+get a contract class here:
 :func:`test_every_builtin_has_a_contract_class` fails until it does.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -21,6 +23,7 @@ from sisakit import plugins
 from sisakit.testing import (
     AggregatorContract,
     AttackerContract,
+    ExecutorContract,
     InfluenceContract,
     SharderContract,
     ShardModelContract,
@@ -447,6 +450,28 @@ class TestNDCGDeltaInfluence(InfluenceContract):
         return plugins.get("influence", "ndcg-delta")()
 
 
+class TestSerialExecutor(ExecutorContract):
+    component = ("executor", "serial")
+
+    def make_executor(self):
+        return plugins.get("executor", "serial")()
+
+
+class TestJoblibExecutor(ExecutorContract):
+    component = ("executor", "joblib")
+
+    def make_executor(self):
+        return plugins.get("executor", "joblib")(n_jobs=2)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="ray is not installed")
+class TestRayExecutor(ExecutorContract):
+    component = ("executor", "ray")
+
+    def make_executor(self):
+        return plugins.get("executor", "ray")(num_cpus=2)
+
+
 # ---------------------------------------------------------------------------------- registry
 ALL_COMPONENTS = [(kind, name) for kind in plugins.KINDS for name in plugins.names(kind)]
 BASES = {
@@ -456,7 +481,7 @@ BASES = {
     "unlearner": sisakit.Unlearner,
     "attacker": sisakit.Attacker,
     "influence": sisakit.InfluenceMeasure,
-    "executor": sisakit.Executor,  # no contract class: tests/test_executors.py checks them
+    "executor": sisakit.Executor,
 }
 CONTRACT_KINDS = {
     SharderContract: "sharder",
@@ -465,6 +490,7 @@ CONTRACT_KINDS = {
     AttackerContract: "attacker",
     UnlearnerContract: "unlearner",
     InfluenceContract: "influence",
+    ExecutorContract: "executor",
 }
 
 
@@ -509,7 +535,7 @@ def test_contract_class_builds_its_component(component):
     cls = _contract_classes()[component]
     factory = next(getattr(cls(), m) for m in ("make_unlearner", "make_sharder", "make_model",
                                                "make_aggregator", "make_attacker",
-                                               "make_measure")
+                                               "make_measure", "make_executor")
                    if hasattr(cls, m))
     assert type(factory()) is plugins.get(*component)
 

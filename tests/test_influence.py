@@ -184,7 +184,7 @@ def test_result_exports(tmp_path):
     (np.array([1, 2]), np.array([1, 2]), {"k": 2}, "2-D"),
     (np.zeros((0, 3), int), np.zeros((0, 3), int), {"k": 3}, "no rows"),
     (np.array([[1.5, 2.0]]), np.array([[1.0, 2.0]]), {"k": 2}, "dtype"),
-    (random_lists(n=3, k=4), random_lists(n=3, k=4), {"k": 0}, "positive integer"),
+    (random_lists(n=3, k=4), random_lists(n=3, k=4), {"k": 0}, r"k must be an integer >= 1, got 0"),
     (random_lists(n=3, k=4), random_lists(n=3, k=4), {"k": 4, "measures": []}, "empty"),
 ])
 def test_compare_rejects_bad_input(before, after, kwargs, match):

@@ -16,13 +16,11 @@ import torch
 
 from ._device import deterministic, resolve_device, torch_threads, tune_allocator
 from ._fitjournal import record_checkpoint
+from .data import RECORD_COLUMNS
 from .store import RunStore
 
-__all__ = ["ShardContext", "ShardJob", "ShardResult", "checkpoint_name", "shard_records",
-           "train_shard"]
-
-#: Per-record columns of :class:`~sisakit.Interactions` (everything else is the id space).
-RECORD_COLUMNS = ("user_idx", "item_idx", "record_id", "rating", "timestamp", "weight")
+__all__ = ["RECORD_COLUMNS", "ShardContext", "ShardJob", "ShardResult", "checkpoint_name",
+           "shard_records", "train_shard"]
 
 
 def checkpoint_name(shard: int, stage: int, generation: int) -> str:

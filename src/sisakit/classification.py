@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ._validation import check_float, check_int
 from .data import Interactions
 from .errors import DataError, UnknownIdError, ValidationError
 from .requests import ForgetReport
@@ -152,9 +153,8 @@ def from_samples(
 
 def _split(x: np.ndarray, y: np.ndarray, ids: np.ndarray, classes: np.ndarray, test_size: float,
            seed: int, name: str) -> ClassificationData:
-    if isinstance(test_size, bool) or not isinstance(test_size, (int, float)) or not (
-            0 <= test_size < 1):
-        raise ValidationError(f"test_size must be a fraction in [0, 1), got {test_size!r}")
+    test_size = check_float("test_size", test_size, minimum=0.0, maximum=1.0, max_open=True,
+                            example=0.25)
     if test_size == 0:
         train = np.arange(len(y))
         test = np.zeros(0, dtype=np.int64)
@@ -174,9 +174,7 @@ def _split(x: np.ndarray, y: np.ndarray, ids: np.ndarray, classes: np.ndarray, t
 
 
 def _check_seed(seed: Any) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValidationError(f"seed must be an integer >= 0, got {seed!r}")
-    return int(seed)
+    return check_int("seed", seed, 0)
 
 
 def load_digits_data(n_classes: int = 10, *, test_size: float = 0.25, seed: int = 0
@@ -198,9 +196,7 @@ def load_digits_data(n_classes: int = 10, *, test_size: float = 0.25, seed: int 
         64 features per sample (pixel intensities scaled to ``[0, 1]``); sample ids are the
         indices into :func:`sklearn.datasets.load_digits`, class labels the digits (ints).
     """
-    if isinstance(n_classes, bool) or not isinstance(n_classes, (int, np.integer)) or not (
-            2 <= n_classes <= 10):
-        raise ValidationError(f"n_classes must be an integer in [2, 10], got {n_classes!r}")
+    n_classes = check_int("n_classes", n_classes, 2, 10)
     from sklearn.datasets import load_digits
 
     digits = load_digits()

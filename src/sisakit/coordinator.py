@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from ._validation import check_float, check_int
 from .errors import ValidationError
 from .influence import estimate
 from .ledger import DeletionLedger
@@ -144,18 +145,6 @@ class _Request:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _number(name: str, value: Any, *, positive: bool = True, allow_none: bool = False) -> Any:
-    if value is None and allow_none:
-        return None
-    ok = (not isinstance(value, bool) and isinstance(value, (int, float, np.integer, np.floating))
-          and math.isfinite(value) and (value > 0 if positive else value >= 0))
-    if not ok:
-        raise ValidationError(
-            f"{name} must be a finite number {'> 0' if positive else '>= 0'} (seconds), got "
-            f"{value!r}")
-    return float(value)
-
-
 class Coordinator:
     """Schedule forget requests on a fitted run under a policy (see the module docs).
 
@@ -203,20 +192,15 @@ class Coordinator:
         sisa.view()  # raises if it is not fitted
         if policy not in POLICIES:
             raise ValidationError(f"unknown policy {policy!r}; choose one of {', '.join(POLICIES)}")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or (
-                batch_size < 1):
-            raise ValidationError(f"batch_size must be an integer >= 1, got {batch_size!r}")
         self.sisa = sisa
         self.policy = policy
-        self.max_delay = _number("max_delay", max_delay)
-        self.batch_size = int(batch_size)
-        self.budget_seconds = _number("budget_seconds", budget_seconds, positive=False,
-                                      allow_none=True) or 0.0
-        if isinstance(slack, bool) or not isinstance(slack, (int, float, np.floating)) or not (
-                0.0 <= float(slack) < 1.0):
-            raise ValidationError(f"slack must be a number in [0, 1), got {slack!r}; e.g. 0.1 "
-                                  "keeps a tenth of max_delay in reserve")
-        self.slack = float(slack)
+        self.batch_size = check_int("batch_size", batch_size, 1)
+        self.max_delay = check_float("max_delay", max_delay, minimum=0.0, min_open=True,
+                                     example=60.0)
+        self.budget_seconds = check_float("budget_seconds", budget_seconds, minimum=0.0,
+                                          none=True) or 0.0
+        self.slack = check_float("slack", slack, minimum=0.0, maximum=1.0, max_open=True,
+                                 example=0.1)
         self.log_path = None if log is None else Path(log)
         self.decisions: list[dict[str, Any]] = []
         self.acknowledged: list[str] = []
@@ -308,7 +292,7 @@ class Coordinator:
         ValidationError
             If ``users`` is empty or ``at`` is not a finite number.
         """
-        at = time.time() if at is None else _number("at", at, positive=False)
+        at = time.time() if at is None else check_float("at", at, minimum=0.0)
         if isinstance(users, (str, bytes)) or np.ndim(users) == 0:
             raise ValidationError(f"users must be a list of raw ids, e.g. [{users!r}]")
         users = list(users)
@@ -424,7 +408,7 @@ class Coordinator:
         list of dict
             The ``apply`` decisions taken (see ``decisions``).
         """
-        now = time.time() if now is None else _number("now", now, positive=False)
+        now = time.time() if now is None else check_float("now", now, minimum=0.0)
         t, taken = now, []
         while True:
             due, rids, reason = self._due(t)
@@ -441,7 +425,7 @@ class Coordinator:
         list of dict
             The ``apply`` decision (empty when nothing was pending).
         """
-        now = time.time() if now is None else _number("now", now, positive=False)
+        now = time.time() if now is None else check_float("now", now, minimum=0.0)
         if not self._pending:
             return []
         self._act(now, list(self._pending), "flush")

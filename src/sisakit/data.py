@@ -286,6 +286,12 @@ class ResolvedRequest:
     pair_found: np.ndarray  # bool per pair: does the pair have a record?
 
 
+#: The per-record columns of :class:`Interactions`, one entry per record: ``user_idx``,
+#: ``item_idx`` and ``record_id`` always, ``rating``, ``timestamp`` and ``weight`` when given
+#: (else None). Every other field is the id space, shared by every subset of the records.
+RECORD_COLUMNS = ("user_idx", "item_idx", "record_id", "rating", "timestamp", "weight")
+
+
 @dataclass(frozen=True, eq=False)
 class Interactions:
     """Immutable user–item interaction records in a fixed id space.
@@ -629,7 +635,7 @@ class Interactions:
         out = object.__new__(Interactions)
         for name in self._FIELDS:
             value = getattr(self, name)
-            if name in ("user_idx", "item_idx", "record_id", "rating", "timestamp", "weight"):
+            if name in RECORD_COLUMNS:
                 value = None if value is None else _readonly(value[index])
             object.__setattr__(out, name, value)
         return out

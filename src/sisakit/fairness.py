@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from . import metrics as _metrics
-from ._validation import check_user_selection
+from ._validation import check_float, check_int, check_user_selection
 from .data import Interactions, labelled
 from .errors import ValidationError
 from .sisa import SISA
@@ -82,14 +82,8 @@ def activity_groups(data: Interactions, n_groups: int = 4) -> np.ndarray:
         ``0`` for the least active group, ``n_groups - 1`` for the most active.
     """
     data = _check_data(data)
-    if isinstance(n_groups, bool) or not isinstance(n_groups, (int, np.integer)) or not (
-        1 <= n_groups <= data.n_users
-    ):
-        raise ValidationError(
-            f"n_groups must be an integer in [1, {data.n_users}] (the number of users), got "
-            f"{n_groups!r}"
-        )
-    return _activity_rank(data) * int(n_groups) // data.n_users
+    n_groups = check_int("n_groups", n_groups, 1, data.n_users)
+    return _activity_rank(data) * n_groups // data.n_users
 
 
 def active_mask(data: Interactions, top: float = 0.2) -> np.ndarray:
@@ -108,8 +102,8 @@ def active_mask(data: Interactions, top: float = 0.2) -> np.ndarray:
     ndarray of bool, shape (n_users,)
     """
     data = _check_data(data)
-    if isinstance(top, bool) or not isinstance(top, (int, float, np.floating)) or not 0 < top < 1:
-        raise ValidationError(f"top must be a share in (0, 1), e.g. 0.2, got {top!r}")
+    top = check_float("top", top, minimum=0.0, maximum=1.0, min_open=True, max_open=True,
+                      example=0.2)
     if data.n_users < 2:
         raise ValidationError("the active/inactive split needs at least two users")
     n_active = min(max(1, round(top * data.n_users)), data.n_users - 1)
@@ -389,10 +383,9 @@ def active_gap(
     """
     if metric not in _metrics.METRIC_NAMES:
         raise ValidationError(f"unknown metric {metric!r}; use one of {list(_metrics.METRIC_NAMES)}")
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
-        raise ValidationError(f"k must be one integer cut-off here, got {k!r}")
+    k = check_int("k", k, 1)
     gm = group_metrics(model, train, test, "active", k, top=top, users=users)
-    name = f"{metric}@{int(k)}"
+    name = f"{metric}@{k}"
     inactive, active = (float(x) for x in gm.values[name])
     gap = active - inactive
     return {"metric": name, "active": active, "inactive": inactive, "gap": gap,
@@ -491,11 +484,10 @@ def per_shard_metrics(
         raise ValidationError(f"unknown metric {metric!r}; use one of {list(_metrics.METRIC_NAMES)}")
     if source not in ("ensemble", "shard"):
         raise ValidationError(f"source must be 'ensemble' or 'shard', got {source!r}")
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
-        raise ValidationError(f"k must be one integer cut-off here, got {k!r}")
+    k = check_int("k", k, 1)
     train = _check_data(train, "train")
     codes, labels = user_groups(train, by, n_groups=n_groups, top=top)
-    name = f"{metric}@{int(k)}"
+    name = f"{metric}@{k}"
     counts = view.user_counts.numpy()  # (S, n_users) records per shard and user
     S, G = sisa.n_shards, len(labels)
     values = np.full((S, G), np.nan)

@@ -53,6 +53,7 @@ from sklearn.metrics import roc_auc_score, roc_curve
 from tqdm.auto import tqdm
 
 from . import plugins
+from ._validation import check_int
 from .attackers.base import Attacker
 from .data import Interactions
 from .errors import ValidationError
@@ -292,8 +293,7 @@ def split_users(
             f"fractions must be four positive shares summing to 1 (target members, target "
             f"non-members, shadow members, shadow non-members), got {list(fractions)}"
         )
-    if isinstance(n_bins, bool) or not isinstance(n_bins, (int, np.integer)) or n_bins < 1:
-        raise ValidationError(f"n_bins must be an integer >= 1, got {n_bins!r}")
+    n_bins = check_int("n_bins", n_bins, 1)
     counts = data.user_counts()
     cand = np.flatnonzero(counts >= max(1, int(min_records)))
     if len(cand) < 4:
@@ -340,12 +340,10 @@ def item_vectors(data: Interactions, dim: int = 64, seed: int = 0) -> np.ndarray
     if not isinstance(data, Interactions):
         raise ValidationError(f"item_vectors() takes sisakit.Interactions, got {type(data).__name__}")
     limit = min(data.n_users, data.n_items)
-    if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or not 1 <= dim < limit:
-        raise ValidationError(f"dim must be an integer in [1, {limit}) (min(n_users, n_items)), "
-                              f"got {dim!r}; lower dim")
+    dim = check_int("dim", dim, 1, limit - 1)
     x = data.to_csr().astype(np.float64)
     x.data[:] = 1.0  # binary: repeated records count once
-    _, s, vt = randomized_svd(x, n_components=int(dim), random_state=int(seed))
+    _, s, vt = randomized_svd(x, n_components=dim, random_state=int(seed))
     return np.ascontiguousarray(vt.T * np.sqrt(s)[None, :])
 
 
@@ -539,10 +537,7 @@ def _recommended_items(model: Any, data: Interactions, users: np.ndarray, k: int
 
 
 def _check_k(k: Any, n_items: int) -> int:
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= n_items:
-        raise ValidationError(f"k must be an integer in [1, {n_items}] (the catalogue size), "
-                              f"got {k!r}")
-    return int(k)
+    return check_int("k", k, 1, n_items)
 
 
 # ---------------------------------------------------------------------------------- user level
@@ -735,15 +730,12 @@ def unlearning_audit(
     UnlearningAudit
     """
     split = split_users(data, seed) if split is None else split
-    if isinstance(n_forget, bool) or not isinstance(n_forget, (int, np.integer)) or not (
-            1 <= n_forget <= len(split.target_members)):
-        raise ValidationError(f"n_forget must be an integer in [1, {len(split.target_members)}] "
-                              f"(the target members), got {n_forget!r}")
+    n_forget = check_int("n_forget", n_forget, 1, len(split.target_members))
     target, shadow, times = _fit_target_and_shadow(data, split, model, shadow_model)
     mia = UserMembershipAttack(k=k, dim=dim, attacker=attacker, seed=seed)
     mia.fit(shadow, data, split.shadow_members, split.shadow_non_members)
     rng = np.random.default_rng([seed, 0x6D1A])
-    gone = np.sort(rng.choice(split.target_members, size=int(n_forget), replace=False))
+    gone = np.sort(rng.choice(split.target_members, size=n_forget, replace=False))
     negatives = split.target_non_members
     labels = np.r_[np.ones(len(gone), np.int64), np.zeros(len(negatives), np.int64)]
     results, proba, feats = {}, {}, {}

@@ -42,7 +42,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from ._validation import check_user_selection
+from ._validation import check_int, check_user_selection, short_repr
 from .data import Interactions
 from .errors import ValidationError
 
@@ -115,10 +115,10 @@ def _normalise_k(k: int | Iterable[int]) -> list[int]:
         raise ValidationError("k is empty; pass a cut-off such as k=10 or k=(5, 10, 20)")
     out: set[int] = set()
     for v in ks:
+        # check_int cannot carry the example, which shows that k may also be a sequence
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-            raise ValidationError(
-                f"k must contain positive integers, got {v!r}; e.g. k=10 or k=(5, 10, 20)"
-            )
+            raise ValidationError(f"k must contain integers >= 1, got {short_repr(v)}; pass e.g. k=10 or "
+                                  "k=(5, 10, 20)")
         out.add(int(v))
     return sorted(out)
 
@@ -148,9 +148,8 @@ def topk_items(scores: torch.Tensor | np.ndarray, k: int) -> torch.Tensor:
     s = torch.as_tensor(scores)
     if s.ndim != 2:
         raise ValidationError(f"scores must be 2-D (users × items), got shape {tuple(s.shape)}")
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= s.shape[1]:
-        raise ValidationError(f"k must be an integer in [1, {s.shape[1]}] (the number of items)")
-    return torch.topk(s, int(k), dim=1, largest=True, sorted=True).indices
+    k = check_int("k", k, 1, s.shape[1])
+    return torch.topk(s, k, dim=1, largest=True, sorted=True).indices
 
 
 def ranking_metrics(
@@ -348,10 +347,7 @@ def evaluate(
         raise ValidationError(
             f"k={ks[-1]} exceeds the number of items ({n_items}); use k <= {n_items}"
         )
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or (
-        batch_size < 1
-    ):
-        raise ValidationError(f"batch_size must be a positive integer, got {batch_size!r}")
+    batch_size = check_int("batch_size", batch_size, 1)
     selected = check_user_selection(users, train.n_users)
 
     active = np.asarray(train.item_active, dtype=bool)
@@ -441,8 +437,7 @@ def evaluate_sampled(
     ks = _normalise_k(k)
     n_items = train.n_items
     active = torch.from_numpy(np.flatnonzero(train.item_active))
-    if n_negatives < 1 or n_negatives >= len(active):
-        raise ValidationError(f"n_negatives must be in [1, {len(active) - 1}], got {n_negatives}")
+    n_negatives = check_int("n_negatives", n_negatives, 1, len(active) - 1)
     keep = train.item_active[test.item_idx]  # forgotten test items cannot be ranked
     users = torch.from_numpy(test.user_idx[keep])
     targets = torch.from_numpy(test.item_idx[keep])

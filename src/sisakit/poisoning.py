@@ -289,12 +289,10 @@ def exposure(model: Any, item: Any, users: Any, k: int = 10) -> float:
                               f"sisakit.SISA; got {type(model).__name__}")
     data = model.data
     idx = _item_index(data, item)
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= data.n_items:
-        raise ValidationError(f"k must be an integer in [1, {data.n_items}] (the catalogue), "
-                              f"got {k!r}; lower k")
+    k = check_int("k", k, 1, data.n_items)
     if isinstance(users, (str, bytes)) or np.ndim(users) != 1:
         raise ValidationError("users must be a 1-D list of raw user ids")
     if len(users) == 0:
         raise ValidationError("users is empty; pass the raw ids of the audience")
-    recs = np.asarray(model.recommend(users, k=int(k)))
+    recs = np.asarray(model.recommend(users, k=k))
     return float((recs == data.item_ids[idx]).any(axis=1).mean())

@@ -25,6 +25,8 @@ This module imports :mod:`pytest`; ``import sisakit`` never imports it.
 from __future__ import annotations
 
 import contextlib
+import os
+import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -37,6 +39,7 @@ from .aggregators.base import Aggregator
 from .attackers.base import Attacker, AttackResult
 from .data import Interactions
 from .errors import SisakitError, ValidationError
+from .executors.base import Executor
 from .influence.base import InfluenceMeasure
 from .models.base import ShardModel
 from .sharders.base import Sharder
@@ -46,6 +49,7 @@ from .store import RunStore
 __all__ = [
     "AggregatorContract",
     "AttackerContract",
+    "ExecutorContract",
     "InfluenceContract",
     "ShardModelContract",
     "SharderContract",
@@ -1147,3 +1151,210 @@ class InfluenceContract:
 
     def test_params_roundtrip(self) -> None:
         _check_params_roundtrip(self.make_measure())
+
+
+# ---------------------------------------------------------------------------------- executors
+class _ExecutorTaskError(RuntimeError):
+    """Raised on purpose by :func:`_fail_on`; the caller must see this very type."""
+
+
+def _sleepy_echo(job: tuple[int, float], shared: Any) -> tuple[int, Any]:
+    """Sleep ``job[1]`` seconds, then return ``(job[0], shared)``."""
+    value, delay = job
+    if delay > 0:
+        time.sleep(delay)
+    return value, shared
+
+
+def _fail_on(job: int, shared: int) -> int:
+    """Return ``job``, except raise :class:`_ExecutorTaskError` for the job equal to ``shared``."""
+    if job == shared:
+        raise _ExecutorTaskError(f"contract job {job} failed on purpose")
+    return job
+
+
+class ExecutorContract:
+    """Contract tests for an :class:`~sisakit.Executor` (plugin kind ``"executor"``).
+
+    Subclass it and implement :meth:`make_executor`. The tests that run jobs share one executor
+    per test class, the class-scoped fixture ``executor``: it is built by :meth:`make_executor`,
+    started (so worker start-up is paid once) and closed after the class's last test. The task
+    functions are module-level functions of :mod:`sisakit.testing`, so they pickle to any
+    worker that can import sisakit.
+
+    Checks: :meth:`~sisakit.Executor.map` returns one result per job in job order even when the
+    jobs finish out of order (job ``i`` of ``n_jobs`` sleeps ``(n_jobs - 1 - i) * delay``
+    seconds); ``on_result(i, result)`` is called exactly once per job, in the calling process,
+    with the job's index and result; ``shared`` reaches every job; an exception raised by the
+    task reaches the caller with its original type, and the executor stays usable; an empty job
+    list gives ``[]``; ``cpus_per_job`` is accepted; parameters round-trip and the executor is
+    default-constructible; a small SISA fit through the executor equals the same fit with
+    ``executor="serial"`` bit for bit.
+    """
+
+    #: Jobs of the ordering and callback tests (more than a small pool has workers).
+    n_jobs: int = 6
+    #: Seconds of sleep per step of the inverse-order delays (job 0 sleeps the longest).
+    delay: float = 0.02
+    #: ``cpus_per_job`` passed by :meth:`test_accepts_cpus_per_job` (keep it within one
+    #: worker's cores: a scheduler that reserves cores waits forever for more).
+    cpus_per_job: int = 1
+
+    def make_executor(self) -> Executor:
+        """Return a fresh instance of the executor under test.
+
+        Returns
+        -------
+        Executor
+        """
+        raise NotImplementedError("subclasses of ExecutorContract must implement make_executor()")
+
+    def make_data(self) -> Interactions:
+        """Return the data of the engine check (default: :func:`make_interactions`).
+
+        Returns
+        -------
+        Interactions
+        """
+        return make_interactions()
+
+    @pytest.fixture(scope="class")
+    def executor(self) -> Iterator[Executor]:
+        """The executor under test, started once per test class and closed after it."""
+        ex = self.make_executor()
+        ex.start()
+        try:
+            yield ex
+        finally:
+            ex.close()
+
+    def _ordered_jobs(self) -> list[tuple[int, float]]:
+        """``(value, delay)`` jobs whose values are not sorted and whose delays fall with the
+        index, so the last job finishes first on a parallel executor."""
+        n = self.n_jobs
+        return [((7 * i + 3) % (2 * n + 1), (n - 1 - i) * self.delay) for i in range(n)]
+
+    def _shared(self) -> dict[str, Any]:
+        return {"token": "sisakit-executor-contract", "values": (1, 2.5, "x"), "n": self.n_jobs}
+
+    def test_is_an_executor(self) -> None:
+        """The factory returns an :class:`~sisakit.Executor`."""
+        executor = self.make_executor()
+        assert isinstance(executor, Executor), (
+            f"make_executor() returned a {type(executor).__name__}, not a sisakit.Executor"
+        )
+        assert isinstance(executor.out_of_process, bool), "out_of_process must be a bool"
+
+    def test_results_in_job_order(self, executor: Executor) -> None:
+        """One result per job, at the job's position, although later jobs finish first."""
+        jobs = self._ordered_jobs()
+        shared = self._shared()
+        results = executor.map(_sleepy_echo, jobs, shared=shared)
+        assert isinstance(results, list), f"map() returned a {type(results).__name__}, not a list"
+        assert len(results) == len(jobs), (
+            f"map() returned {len(results)} results for {len(jobs)} jobs; it must return one per job"
+        )
+        got = [r[0] for r in results]
+        expected = [value for value, _ in jobs]
+        assert got == expected, (
+            f"results are out of job order: got the results of jobs {got}, expected {expected}; "
+            "map() must return fn(jobs[i], shared) at position i, whatever order jobs finish in"
+        )
+
+    def test_on_result_once_per_job_in_calling_process(self, executor: Executor) -> None:
+        """``on_result(i, result)`` runs once per job, here, with the job's index and result."""
+        jobs = self._ordered_jobs()
+        shared = self._shared()
+        pid = os.getpid()
+        calls: list[tuple[int, Any, int]] = []
+        # A lambda does not pickle: an executor that ships on_result to a worker fails here.
+        results = executor.map(_sleepy_echo, jobs, shared=shared,
+                               on_result=lambda i, result: calls.append((i, result, os.getpid())))
+        indices = sorted(i for i, _, _ in calls)
+        assert indices == list(range(len(jobs))), (
+            f"on_result was called with the indices {indices} for {len(jobs)} jobs; it must "
+            "be called exactly once per job, with the job's index"
+        )
+        for i, result, where in calls:
+            assert result == (jobs[i][0], shared), (
+                f"on_result({i}, ...) received {result!r}, not job {i}'s result"
+            )
+            assert result == results[i], f"on_result({i}, ...) and map()[{i}] disagree"
+            assert where == pid, (
+                f"on_result ran in process {where}, not in the calling process {pid}"
+            )
+
+    def test_shared_reaches_every_job(self, executor: Executor) -> None:
+        """Every job receives ``shared`` unchanged (jobs given as a tuple, a plain Sequence)."""
+        shared = self._shared()
+        jobs = tuple((i, 0.0) for i in range(2 * self.n_jobs))
+        results = executor.map(_sleepy_echo, jobs, shared=shared)
+        assert len(results) == len(jobs), f"map() returned {len(results)} results for {len(jobs)} jobs"
+        missed = [i for i, r in enumerate(results) if r[1] != shared]
+        assert not missed, (
+            f"jobs at positions {missed} did not receive shared={shared!r} (e.g. got "
+            f"{results[missed[0]][1]!r})"
+        )
+        assert executor.map(_sleepy_echo, [(0, 0.0)]) == [(0, None)], (
+            "without shared= every job must receive None"
+        )
+
+    def test_task_exception_keeps_its_type(self, executor: Executor) -> None:
+        """An exception raised by the task reaches the caller as its own type; the executor
+        stays usable afterwards."""
+        jobs = list(range(4))
+        try:
+            executor.map(_fail_on, jobs, shared=2)
+        except _ExecutorTaskError as exc:
+            assert "contract job 2" in str(exc), (
+                f"the task's exception lost its message: {exc!r}"
+            )
+        except BaseException as exc:
+            raise AssertionError(
+                f"the task raised _ExecutorTaskError but the caller got {type(exc).__name__}: "
+                f"{exc}; map() must re-raise the task's exception with its original type"
+            ) from exc
+        else:
+            raise AssertionError("map() returned although a task raised")
+        assert executor.map(_fail_on, jobs, shared=-1) == jobs, (
+            "the executor is not usable after a task raised"
+        )
+
+    def test_empty_jobs(self, executor: Executor) -> None:
+        """No jobs: ``map`` returns ``[]`` and never calls ``on_result``."""
+        calls: list[int] = []
+        results = executor.map(_sleepy_echo, [], shared=self._shared(),
+                               on_result=lambda i, result: calls.append(i))
+        assert results == [] and isinstance(results, list), (
+            f"map() over no jobs returned {results!r}, expected []"
+        )
+        assert not calls, f"on_result was called {len(calls)} time(s) for no jobs"
+
+    def test_accepts_cpus_per_job(self, executor: Executor) -> None:
+        """``cpus_per_job`` is accepted and does not change the results."""
+        jobs = [(i, 0.0) for i in range(3)]
+        results = executor.map(_sleepy_echo, jobs, shared=1, cpus_per_job=self.cpus_per_job)
+        assert results == [(i, 1) for i in range(3)], (
+            f"map(..., cpus_per_job={self.cpus_per_job}) returned {results!r}"
+        )
+
+    def test_params_roundtrip(self) -> None:
+        """``clone()`` and the constructor reproduce ``get_params()``."""
+        executor = self.make_executor()
+        _check_params_roundtrip(executor)
+        assert isinstance(type(executor)(), Executor), "executors must be default-constructible"
+
+    def test_sisa_fit_equals_serial(self, executor: Executor) -> None:
+        """A small SISA fit through the executor equals the serial fit bit for bit."""
+        data = self.make_data()
+        kwargs: dict[str, Any] = dict(model="bpr-mf", n_shards=2, n_slices=2, epochs=2,
+                                      model_params={"factors": 4}, seed=0, progress=False,
+                                      device="cpu")
+        ours = SISA(executor=executor, **kwargs).fit(data)
+        serial = SISA(executor="serial", **kwargs).fit(data)
+        equal, n = parameters_equal(ours, serial)
+        assert n > 0, "no tensors were compared"
+        assert equal, (
+            f"a SISA fit through {executor!r} differs from the serial fit; an executor must never "
+            "change results (the job function pins the thread count itself)"
+        )

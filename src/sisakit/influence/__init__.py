@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from .. import plugins
+from .._validation import MAX_COUNT, check_float, check_int
 from ..errors import PluginError, ValidationError
 from ._estimate import estimate, estimate_components
 from .base import InfluenceMeasure, match_positions
@@ -147,13 +148,12 @@ class InfluenceResult:
             ``fraction_items_dropped`` and ``measures``: per measure ``mean``, ``std``, ``min``,
             ``max``, ``quantiles`` (``{"0.5": …}``) and ``histogram`` (``edges``, ``counts``).
         """
-        if not 0.0 <= float(jaccard_threshold) <= 1.0:
-            raise ValidationError(f"jaccard_threshold must lie in [0, 1], got {jaccard_threshold!r}")
+        jaccard_threshold = check_float("jaccard_threshold", jaccard_threshold, minimum=0.0,
+                                        maximum=1.0, example=0.5)
         qs = [float(q) for q in quantiles]
         if any(not 0.0 <= q <= 1.0 for q in qs):
             raise ValidationError(f"quantiles must lie in [0, 1], got {list(quantiles)}")
-        if isinstance(bins, bool) or not isinstance(bins, (int, np.integer)) or bins < 1:
-            raise ValidationError(f"bins must be a positive integer, got {bins!r}")
+        bins = check_int("bins", bins, 1, MAX_COUNT)
         n = len(self.users)
         changed = self.changed
         below = self.jaccard < jaccard_threshold
@@ -226,9 +226,7 @@ def _item_space(model: Any) -> np.ndarray | None:
 
 
 def _check_k(k: Any) -> int:
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValidationError(f"k must be a positive integer, got {k!r}")
-    return int(k)
+    return check_int("k", k, 1)
 
 
 def _as_users(users: Any) -> np.ndarray:

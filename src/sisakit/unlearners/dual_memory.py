@@ -388,8 +388,7 @@ class DualMemoryModel:
         ``exclude_seen=False``."""
         if self.user_ids is None or self.item_ids is None:
             raise ValidationError("bind_space(data) first: recommend() maps raw ids")
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= self.n_items:
-            raise ValidationError(f"k must be an integer in [1, {self.n_items}], got {k!r}")
+        k = check_int("k", k, 1, self.n_items)
         from ..data import IdMap
 
         u = IdMap(self.user_ids, "user").index(np.asarray(list(users), dtype=object), "user")
@@ -398,7 +397,7 @@ class DualMemoryModel:
             hist = self.histories(u)
             rows, cols = torch.nonzero(hist != PAD, as_tuple=True)
             sc[rows, hist[rows, cols] - 1] = -3.0e38
-        return np.asarray(self.item_ids)[torch.topk(sc, int(k), dim=1).indices.numpy()]
+        return np.asarray(self.item_ids)[torch.topk(sc, k, dim=1).indices.numpy()]
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, torch.Tensor]:
@@ -803,7 +802,7 @@ class DualMemory(Unlearner):
         Raises
         ------
         ValidationError
-            If a parameter is invalid (see :meth:`_validate`).
+            If a parameter is invalid (checked when the unlearner is built).
         """
         self._validate()
         out = dict(PRESETS[self.preset])
