@@ -68,3 +68,42 @@ def test_bad_parameter_is_refused_at_construction(kind, name, param, bad):
     with pytest.raises(sisakit.SisakitError) as err:
         plugins.build(kind, name, **{param: bad})
     assert param in str(err.value), f"the error must name {param!r}: {err.value}"
+
+
+# ---------------------------------------------------------------------- declared constraints
+def _classes() -> list[tuple[str, str, type]]:
+    return [(kind, name, plugins.get(kind, name)) for kind, name in _builtins()]
+
+
+DECLARED = [(k, n, c) for k, n, c in _classes() if c.parameter_constraints]
+
+
+def _declared_cases(values: str) -> list[tuple[str, str, str, object]]:
+    return [(k, n, p, bad) for k, n, c in DECLARED
+            for p, constraint in c.parameter_constraints.items()
+            for bad in getattr(constraint, values)()]
+
+
+INVALID, VALID = _declared_cases("invalid_values"), _declared_cases("valid_values")
+
+
+@pytest.mark.parametrize(("kind", "name", "cls"), DECLARED, ids=[f"{k}:{n}" for k, n, _ in DECLARED])
+def test_every_parameter_has_a_declared_constraint(kind, name, cls):
+    assert set(cls.parameter_constraints) == set(cls.param_names()), (
+        f"{kind} {name!r}: declare a constraint for every constructor parameter "
+        f"(missing {sorted(set(cls.param_names()) - set(cls.parameter_constraints))}, unknown "
+        f"{sorted(set(cls.parameter_constraints) - set(cls.param_names()))})")
+
+
+@pytest.mark.parametrize(("kind", "name", "param", "bad"), INVALID,
+                         ids=[f"{k}:{n}.{p}={b!r}" for k, n, p, b in INVALID])
+def test_declared_invalid_value_is_refused_at_construction(kind, name, param, bad):
+    with pytest.raises(sisakit.ValidationError) as err:
+        plugins.build(kind, name, **{param: bad})
+    assert param in str(err.value), f"the error must name {param!r}: {err.value}"
+
+
+@pytest.mark.parametrize(("kind", "name", "param", "good"), VALID,
+                         ids=[f"{k}:{n}.{p}={g!r}" for k, n, p, g in VALID])
+def test_declared_valid_value_passes_its_constraint(kind, name, param, good):
+    plugins.get(kind, name).parameter_constraints[param].check(param, good)

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import inspect
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from .constraints import Constraint, check_constraints
 
 
 class Component:
@@ -12,6 +15,16 @@ class Component:
     Constructor arguments must be stored as attributes of the same name; that makes every
     component rebuildable from its config (which the run manifest records).
     """
+
+    #: What each constructor parameter may be (see :mod:`sisakit.constraints`), checked by
+    #: :meth:`validate_params`; declared once per class, and the tests generate bad values
+    #: from it.
+    parameter_constraints: ClassVar[Mapping[str, Constraint]] = {}
+
+    def validate_params(self) -> None:
+        """Check every declared parameter; a :class:`~sisakit.ValidationError` names the first
+        one that breaks its constraint."""
+        check_constraints(self, type(self).parameter_constraints)
 
     @classmethod
     def param_names(cls) -> list[str]:

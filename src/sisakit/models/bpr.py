@@ -9,7 +9,7 @@ have zero gradient and zero Adam moments, so they keep their seeded initial valu
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -17,7 +17,8 @@ from torch.optim.adam import adam
 
 from .._device import resolve_device, torch_generator
 from .._rng import INIT, derive_seed, seed_from_tensor, seed_to_tensor
-from .._validation import MAX_BATCH, MAX_WIDTH, check_device, check_float, check_int
+from .._validation import MAX_BATCH, MAX_WIDTH
+from ..constraints import Constraint, Device, Interval
 from ..errors import ValidationError
 from ..hookspecs import hookimpl
 from .base import ShardModel, allocation_guard
@@ -120,6 +121,15 @@ class BPRMF(ShardModel):
         ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``.
     """
 
+    parameter_constraints: ClassVar[dict[str, Constraint]] = {
+        "factors": Interval(int, 1, MAX_WIDTH),
+        "lr": Interval(float, 0, None, closed="right", example=0.01),
+        "reg": Interval(float, 0, None, example=1e-4),
+        "batch_size": Interval(int, 1, MAX_BATCH),
+        "init_std": Interval(float, 0, None, example=0.1),
+        "device": Device(),
+    }
+
     def __init__(
         self,
         factors: int = 64,
@@ -135,16 +145,8 @@ class BPRMF(ShardModel):
         self.batch_size = batch_size
         self.init_std = init_std
         self.device = device
-        self._validate()  # refuse bad parameters now, before any fit allocates
+        self.validate_params()  # refuse bad parameters now, before any fit allocates
         self._state: dict[str, torch.Tensor] | None = None
-
-    def _validate(self) -> None:
-        check_int("factors", self.factors, 1, MAX_WIDTH)
-        check_float("lr", self.lr, minimum=0, min_open=True, example=0.01)
-        check_float("reg", self.reg, minimum=0, example=1e-4)
-        check_int("batch_size", self.batch_size, 1, MAX_BATCH)
-        check_float("init_std", self.init_std, minimum=0, example=0.1)
-        check_device("device", self.device)
 
     # Internal layout: one table E holding the rows of the users this model has trained on
     # (sorted by user index; ``rows`` maps them back, ``local`` maps user index -> row or -1)
@@ -156,7 +158,7 @@ class BPRMF(ShardModel):
     # update is per row, so this layout gives the same numbers as a full user table would.
 
     def setup(self, space: Any, *, seed: int) -> None:
-        self._validate()
+        self.validate_params()
         self._init_seed = derive_seed(seed, INIT)
         self.n_users, self.n_items = int(space.n_users), int(space.n_items)
         self._p0: torch.Tensor | None = None
@@ -322,7 +324,7 @@ class BPRMF(ShardModel):
                 f"state has item factors of shape {tuple(state['Q'].shape)} but this model has "
                 f"{self.factors} factors"
             )
-        self._validate()
+        self.validate_params()
         n_users = int(state["n_users"])
         rows = state["user_rows"].long()
         if len(rows) and (int(rows.min()) < 0 or int(rows.max()) >= n_users
