@@ -41,7 +41,8 @@ EXAMPLES = ROOT / "examples"
 GALLERY_EXAMPLES = sorted(EXAMPLES.glob("plot_*.py"))
 
 PUBLIC_MODULES = [
-    "sisakit", "sisakit.engine", "sisakit.sisa", "sisakit.requests", "sisakit.data",
+    "sisakit", "sisakit.engine", "sisakit.sisa", "sisakit.requests", "sisakit.constraints",
+    "sisakit.data",
     "sisakit.datasets", "sisakit.split",
     "sisakit.metrics", "sisakit.plugins", "sisakit.hookspecs", "sisakit.testing", "sisakit.store",
     "sisakit.influence", "sisakit.fairness", "sisakit.membership", "sisakit.poisoning",

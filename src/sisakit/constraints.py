@@ -223,7 +223,8 @@ class Strings(Constraint):
         ok = isinstance(value, (list, tuple)) and (self.empty or len(value) > 0) and all(
             isinstance(s, str) and s for s in value)
         if not ok:
-            raise v.ValidationError(f"{name} must be a list of non-empty strings, got "
+            what = ("None or " if self.none else "") + ("a" if self.empty else "a non-empty")
+            raise v.ValidationError(f"{name} must be {what} list of non-empty strings, got "
                                     f"{v.short_repr(value)}; pass e.g. {name}={self.example}")
 
     def invalid_values(self) -> list[Any]:

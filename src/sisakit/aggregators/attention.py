@@ -19,24 +19,15 @@ user, so its (untrained) parameters cannot influence the user's scores.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from tqdm.auto import tqdm
 
 from .._device import resolve_device, torch_generator
 from .._rng import derive_seed
-from .._validation import (
-    MAX_BATCH,
-    MAX_SEED,
-    MAX_STEPS,
-    MAX_WIDTH,
-    check_bool,
-    check_choice,
-    check_device,
-    check_float,
-    check_int,
-)
+from .._validation import MAX_BATCH, MAX_SEED, MAX_STEPS, MAX_WIDTH
+from ..constraints import Bool, Constraint, Device, Interval, Options
 from ..errors import ValidationError
 from ..hookspecs import hookimpl
 from ..models.bpr import negative_pool, sample_negatives
@@ -131,6 +122,18 @@ class AttentionAggregator(Aggregator):
     requires_fit = True
     needs_user_idx = True
 
+    parameter_constraints: ClassVar[dict[str, Constraint]] = {
+        "dim": Interval(int, 1, MAX_WIDTH),
+        "epochs": Interval(int, 1, MAX_STEPS),
+        "lr": Interval(float, 0, None, closed="right", example=0.01),
+        "reg": Interval(float, 0, None, example=1e-5),
+        "batch_size": Interval(int, 1, MAX_BATCH),
+        "mode": Options(_MODES),
+        "seed": Interval(int, 0, MAX_SEED),
+        "device": Device(),
+        "progress": Bool(none=True),
+    }
+
     def __init__(self, dim: int = 64, epochs: int = 10, lr: float = 0.01, reg: float = 1e-5,
                  batch_size: int = 4096, mode: str = "auto", seed: int = 0,
                  device: str = "auto", progress: bool | None = None) -> None:
@@ -143,19 +146,8 @@ class AttentionAggregator(Aggregator):
         self.seed = seed
         self.device = device
         self.progress = progress
-        self._validate()
+        self.validate_params()
         self._state: dict[str, torch.Tensor] = {}
-
-    def _validate(self) -> None:
-        check_int("dim", self.dim, 1, MAX_WIDTH)
-        check_int("epochs", self.epochs, 1, MAX_STEPS)
-        check_int("batch_size", self.batch_size, 1, MAX_BATCH)
-        check_float("lr", self.lr, minimum=0, min_open=True, example=0.01)
-        check_float("reg", self.reg, minimum=0, example=1e-5)
-        check_choice("mode", self.mode, _MODES)
-        check_int("seed", self.seed, 0, MAX_SEED)
-        check_device("device", self.device)
-        check_bool("progress", self.progress, none=True)
 
     # ------------------------------------------------------------------ fitting
     def fit(self, ensemble: Any, data: Any) -> AttentionAggregator:

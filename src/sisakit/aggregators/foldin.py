@@ -24,12 +24,13 @@ from __future__ import annotations
 
 import logging
 import warnings
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
-from .._validation import MAX_BATCH, check_float, check_int
+from .._validation import MAX_BATCH
+from ..constraints import Constraint, Interval
 from ..errors import ValidationError
 from ..hookspecs import hookimpl
 from .base import Aggregator
@@ -64,17 +65,18 @@ class FoldInAggregator(Aggregator):
     needs_user_idx = True
     uses_shard_scores = False
 
+    parameter_constraints: ClassVar[dict[str, Constraint]] = {
+        "reg": Interval(float, 0, None, closed="right", example=1.0),
+        "alpha": Interval(float, 0, None, example=1.0),
+        "batch_size": Interval(int, 1, MAX_BATCH),
+    }
+
     def __init__(self, reg: float = 1.0, alpha: float = 1.0, batch_size: int = 256) -> None:
         self.reg = reg
         self.alpha = alpha
         self.batch_size = batch_size
-        self._validate()
+        self.validate_params()
         self._state: dict[str, torch.Tensor] = {}
-
-    def _validate(self) -> None:
-        check_float("reg", self.reg, minimum=0, min_open=True, example=1.0)
-        check_float("alpha", self.alpha, minimum=0, example=1.0)
-        check_int("batch_size", self.batch_size, 1, MAX_BATCH)
 
     def fit(self, ensemble: Any, data: Any) -> FoldInAggregator:
         """Copy the shards' item factors (and biases) and the users' training items."""

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
 from .._hashing import hash_ids
-from .._validation import MAX_COUNT, check_choice, check_float, check_int
+from .._validation import MAX_COUNT
+from ..constraints import Constraint, Interval, Options
 from ..errors import ValidationError
 from ..hookspecs import hookimpl
 from .base import Aggregator
@@ -68,21 +69,21 @@ class WeightedAggregator(Aggregator):
     others (a neutral weight); if no shard has one, the weights are uniform.
     """
 
+    parameter_constraints: ClassVar[dict[str, Constraint]] = {
+        "by": Options(_BY),
+        "temperature": Interval(float, 0, None, closed="right", example=1.0),
+        "validation_fraction": Interval(float, 0, 1, closed="neither", example=0.1),
+        "k": Interval(int, 1, MAX_COUNT),
+    }
+
     def __init__(self, by: str = "count", temperature: float = 1.0,
                  validation_fraction: float = 0.1, k: int = 10) -> None:
         self.by = by
         self.temperature = temperature
         self.validation_fraction = validation_fraction
         self.k = k
-        self._validate()
+        self.validate_params()
         self._shard_weights: torch.Tensor | None = None
-
-    def _validate(self) -> None:
-        check_choice("by", self.by, _BY)
-        check_float("temperature", self.temperature, minimum=0, min_open=True, example=1.0)
-        check_float("validation_fraction", self.validation_fraction, minimum=0, maximum=1,
-                    min_open=True, max_open=True, example=0.1)
-        check_int("k", self.k, 1, MAX_COUNT)
 
     @property
     def requires_fit(self) -> bool:  # type: ignore[override]

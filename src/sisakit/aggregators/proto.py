@@ -19,13 +19,14 @@ the mean over the shards that trained on the user, like ``mean``.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
 from .._device import torch_generator
 from .._rng import derive_seed
-from .._validation import MAX_COUNT, MAX_SEED, MAX_STEPS, check_device, check_float, check_int
+from .._validation import MAX_COUNT, MAX_SEED, MAX_STEPS
+from ..constraints import Constraint, Device, Interval
 from ..errors import ValidationError
 from ..hookspecs import hookimpl
 from .attention import fit_device, shard_embeddings
@@ -90,6 +91,14 @@ class ProtoAggregator(Aggregator):
     requires_fit = True
     needs_user_idx = True
 
+    parameter_constraints: ClassVar[dict[str, Constraint]] = {
+        "n_prototypes": Interval(int, 1, MAX_COUNT),
+        "shrinkage": Interval(float, 0, None, example=5.0),
+        "iters": Interval(int, 1, MAX_STEPS),
+        "seed": Interval(int, 0, MAX_SEED),
+        "device": Device(),
+    }
+
     def __init__(self, n_prototypes: int = 16, shrinkage: float = 5.0, iters: int = 20,
                  seed: int = 0, device: str = "auto") -> None:
         self.n_prototypes = n_prototypes
@@ -97,15 +106,8 @@ class ProtoAggregator(Aggregator):
         self.iters = iters
         self.seed = seed
         self.device = device
-        self._validate()
+        self.validate_params()
         self._state: dict[str, torch.Tensor] = {}
-
-    def _validate(self) -> None:
-        check_int("n_prototypes", self.n_prototypes, 1, MAX_COUNT)
-        check_int("iters", self.iters, 1, MAX_STEPS)
-        check_float("shrinkage", self.shrinkage, minimum=0, example=5.0)
-        check_int("seed", self.seed, 0, MAX_SEED)
-        check_device("device", self.device)
 
     def fit(self, ensemble: Any, data: Any) -> ProtoAggregator:
         """Cluster each shard's trained user and item vectors and build the shrunk tables."""

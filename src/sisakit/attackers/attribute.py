@@ -9,13 +9,14 @@ reported as mean ± std over all folds and repeats.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score, roc_auc_score
 from sklearn.model_selection import RepeatedStratifiedKFold
 
-from .._validation import MAX_COUNT, MAX_STEPS, MAX_WIDTH, check_float, check_int, check_sizes
+from .._validation import MAX_COUNT, MAX_STEPS, MAX_WIDTH
+from ..constraints import Constraint, Interval, Sizes
 from ..errors import ValidationError
 from ..hookspecs import hookimpl
 from .base import MAX_ATTACK_SEED, Attacker, AttackResult
@@ -55,14 +56,16 @@ class AttributeAttacker(Attacker):
     n_splits: int
     n_repeats: int
 
+    #: The protocol parameters; subclasses add their classifier's
+    #: (``{**AttributeAttacker.parameter_constraints, ...}``).
+    parameter_constraints: ClassVar[dict[str, Constraint]] = {
+        "seed": Interval(int, 0, MAX_ATTACK_SEED),
+        "n_splits": Interval(int, 2, MAX_COUNT),  # k-fold needs k >= 2
+        "n_repeats": Interval(int, 1, MAX_COUNT),
+    }
+
     def _make(self) -> Any:  # pragma: no cover - abstract in spirit
         raise NotImplementedError
-
-    def _validate(self) -> None:
-        """Check the protocol parameters; subclasses add their classifier's."""
-        check_int("seed", self.seed, 0, MAX_ATTACK_SEED)
-        check_int("n_splits", self.n_splits, 2, MAX_COUNT)  # k-fold needs k >= 2
-        check_int("n_repeats", self.n_repeats, 1, MAX_COUNT)
 
     def fit(self, features: np.ndarray, labels: np.ndarray) -> AttributeAttacker:
         x, y = _check_xy(features, labels)
@@ -77,7 +80,7 @@ class AttributeAttacker(Attacker):
 
     def evaluate(self, features: np.ndarray, labels: np.ndarray) -> AttackResult:
         """Balanced, repeated stratified k-fold evaluation of the attack (the paper protocol)."""
-        self._validate()
+        self.validate_params()
         x, y = _check_xy(features, labels)
         keep = balance(y, self.seed)
         x, y = x[keep], y[keep]
@@ -129,6 +132,13 @@ class XGBoostAttributeAttacker(AttributeAttacker):
         Cross-validation folds (``>= 2``) and repeats (``>= 1``) of :meth:`evaluate`.
     """
 
+    parameter_constraints: ClassVar[dict[str, Constraint]] = {
+        **AttributeAttacker.parameter_constraints,
+        "max_depth": Interval(int, 1, MAX_WIDTH),
+        "n_estimators": Interval(int, 1, MAX_STEPS),
+        "learning_rate": Interval(float, 0, 1, closed="right", example=0.5),
+    }
+
     def __init__(self, max_depth: int = 4, n_estimators: int = 50, learning_rate: float = 0.5,
                  seed: int = 0, n_splits: int = 5, n_repeats: int = 3) -> None:
         self.max_depth = max_depth
@@ -137,17 +147,10 @@ class XGBoostAttributeAttacker(AttributeAttacker):
         self.seed = seed
         self.n_splits = n_splits
         self.n_repeats = n_repeats
-        self._validate()  # refuse bad parameters now, before any fit trains
-
-    def _validate(self) -> None:
-        check_int("max_depth", self.max_depth, 1, MAX_WIDTH)
-        check_int("n_estimators", self.n_estimators, 1, MAX_STEPS)
-        check_float("learning_rate", self.learning_rate, minimum=0, maximum=1, min_open=True,
-                    example=0.5)
-        super()._validate()
+        self.validate_params()  # refuse bad parameters now, before any fit trains
 
     def _make(self) -> Any:
-        self._validate()
+        self.validate_params()
         from xgboost import XGBClassifier
 
         return XGBClassifier(max_depth=self.max_depth, n_estimators=self.n_estimators,
@@ -170,23 +173,24 @@ class MLPAttributeAttacker(AttributeAttacker):
         Cross-validation folds (``>= 2``) and repeats (``>= 1``) of :meth:`evaluate`.
     """
 
+    parameter_constraints: ClassVar[dict[str, Constraint]] = {
+        **AttributeAttacker.parameter_constraints,
+        "hidden_layer_sizes": Sizes(example="(100,)"),
+        "max_iter": Interval(int, 1, MAX_STEPS),
+    }
+
     def __init__(self, hidden_layer_sizes: tuple[int, ...] = (100,), max_iter: int = 300,
                  seed: int = 0, n_splits: int = 5, n_repeats: int = 3) -> None:
-        self.hidden_layer_sizes = check_sizes("hidden_layer_sizes", hidden_layer_sizes,
-                                              example="(100,)")
+        self.hidden_layer_sizes = hidden_layer_sizes
         self.max_iter = max_iter
         self.seed = seed
         self.n_splits = n_splits
         self.n_repeats = n_repeats
-        self._validate()  # refuse bad parameters now, before any fit trains
-
-    def _validate(self) -> None:
-        check_sizes("hidden_layer_sizes", self.hidden_layer_sizes, example="(100,)")
-        check_int("max_iter", self.max_iter, 1, MAX_STEPS)
-        super()._validate()
+        self.validate_params()  # refuse bad parameters now, before any fit trains
+        self.hidden_layer_sizes = tuple(int(h) for h in hidden_layer_sizes)
 
     def _make(self) -> Any:
-        self._validate()
+        self.validate_params()
         from sklearn.neural_network import MLPClassifier
         from sklearn.pipeline import make_pipeline
         from sklearn.preprocessing import StandardScaler

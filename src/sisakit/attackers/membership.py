@@ -19,11 +19,12 @@ features the model expects.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
-from .._validation import MAX_STEPS, check_float, check_int, check_sizes
+from .._validation import MAX_STEPS
+from ..constraints import Constraint, Interval, Sizes
 from ..errors import ValidationError
 from ..hookspecs import hookimpl
 from .base import MAX_ATTACK_SEED, Attacker
@@ -49,26 +50,24 @@ class MembershipAttacker(Attacker):
         data and seed, same probabilities.
     """
 
-    #: Shown in the error for a bad ``hidden_layer_sizes``.
-    _sizes_example = "(64, 32)"
+    parameter_constraints: ClassVar[dict[str, Constraint]] = {
+        "hidden_layer_sizes": Sizes(example="(64, 32)"),
+        "max_iter": Interval(int, 1, MAX_STEPS),
+        "alpha": Interval(float, 0, None, example=1e-4),
+        "seed": Interval(int, 0, MAX_ATTACK_SEED),
+    }
 
     def __init__(self, hidden_layer_sizes: tuple[int, ...] = (64, 32), max_iter: int = 300,
                  alpha: float = 1e-4, seed: int = 0) -> None:
-        self.hidden_layer_sizes = check_sizes("hidden_layer_sizes", hidden_layer_sizes,
-                                              example=self._sizes_example)
+        self.hidden_layer_sizes = hidden_layer_sizes
         self.max_iter = max_iter
         self.alpha = alpha
         self.seed = seed
-        self._validate()  # refuse bad parameters now, before any fit trains
-
-    def _validate(self) -> None:
-        check_sizes("hidden_layer_sizes", self.hidden_layer_sizes, example=self._sizes_example)
-        check_int("max_iter", self.max_iter, 1, MAX_STEPS)
-        check_float("alpha", self.alpha, minimum=0, example=1e-4)
-        check_int("seed", self.seed, 0, MAX_ATTACK_SEED)
+        self.validate_params()  # refuse bad parameters now, before any fit trains
+        self.hidden_layer_sizes = tuple(int(h) for h in hidden_layer_sizes)
 
     def _make(self) -> Any:
-        self._validate()
+        self.validate_params()
         from sklearn.neural_network import MLPClassifier
         from sklearn.pipeline import make_pipeline
         from sklearn.preprocessing import StandardScaler
@@ -134,7 +133,10 @@ class InteractionMembershipAttacker(MembershipAttacker):
     :func:`sisakit.membership.interaction_features`.
     """
 
-    _sizes_example = "(32, 16)"
+    parameter_constraints: ClassVar[dict[str, Constraint]] = {
+        **MembershipAttacker.parameter_constraints,
+        "hidden_layer_sizes": Sizes(example="(32, 16)"),  # shown in the error for a bad one
+    }
 
     def __init__(self, hidden_layer_sizes: tuple[int, ...] = (32, 16), max_iter: int = 300,
                  alpha: float = 1e-4, seed: int = 0) -> None:

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 
 from .._validation import MAX_THREADS
+from ..constraints import Constraint
 from ..errors import SisakitError, ValidationError
 from ..hookspecs import hookimpl
 from .base import Executor, OnResult, warm_up
@@ -19,6 +21,26 @@ from .base import Executor, OnResult, warm_up
 __all__ = ["JoblibExecutor"]
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class _NJobs(Constraint):
+    """joblib's ``n_jobs`` convention: ``1..N`` workers, or ``-1`` (every core), ``-2`` (all but
+    one), ...: a non-zero integer (not a bool) in ``[-MAX_THREADS, MAX_THREADS]``."""
+
+    def check(self, name: str, value: Any) -> None:
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) \
+                or value == 0 or not -MAX_THREADS <= value <= MAX_THREADS:
+            raise ValidationError(
+                f"{name} must be a non-zero integer in [-{MAX_THREADS:,}, {MAX_THREADS:,}] (e.g. 2, "
+                f"or -1 for every core), got {value!r:.80} ({type(value).__name__}); pass e.g. "
+                f"{name}=2")
+
+    def invalid_values(self) -> list[Any]:
+        return [0, 1.5, "2", True, None, MAX_THREADS + 1, -MAX_THREADS - 1]
+
+    def valid_values(self) -> list[Any]:
+        return [1, 2, -1, -2, MAX_THREADS, -MAX_THREADS]
 
 
 def _indexed(fn: Callable[[Any, Any], Any], i: int, job: Any, shared: Any) -> tuple[int, Any]:
@@ -46,18 +68,13 @@ class JoblibExecutor(Executor):
     Workers write their checkpoints into the run directory themselves.
     """
 
+    parameter_constraints: ClassVar[dict[str, Constraint]] = {
+        "n_jobs": _NJobs(),
+    }
+
     def __init__(self, n_jobs: int = -1) -> None:
         self.n_jobs = n_jobs
-        self._validate()  # refuse bad parameters now, before any worker starts
-
-    def _validate(self) -> None:
-        # joblib's convention: 1..N workers, or -1 (every core), -2 (all but one), ...
-        n = self.n_jobs
-        if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)) or n == 0 \
-                or not -MAX_THREADS <= n <= MAX_THREADS:
-            raise ValidationError(
-                f"n_jobs must be a non-zero integer in [-{MAX_THREADS:,}, {MAX_THREADS:,}] (e.g. 2, "
-                f"or -1 for every core), got {n!r:.80} ({type(n).__name__}); pass e.g. n_jobs=2")
+        self.validate_params()  # refuse bad parameters now, before any worker starts
 
     def _parallel(self, **kw: Any) -> Any:
         from joblib import Parallel

@@ -10,8 +10,9 @@ import importlib
 import logging
 import os
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
+from ..constraints import Constraint, Interval, ParamsDict, TextName
 from ..errors import PluginError, SisakitError, ValidationError
 from ..hookspecs import hookimpl
 from .base import Executor, OnResult
@@ -61,26 +62,28 @@ class RayExecutor(Executor):
     * ``RAY_USAGE_STATS_ENABLED=0`` is set unless the environment already sets it.
     """
 
+    parameter_constraints: ClassVar[dict[str, Constraint]] = {
+        "address": TextName("a Ray address", example="'auto'", none=True),
+        "num_cpus": Interval(int, 1, None, none=True),
+        "init_kwargs": ParamsDict(none=True, example="{'runtime_env': {}}"),
+    }
+
     def __init__(self, address: str | None = None, num_cpus: int | None = None,
                  init_kwargs: dict[str, Any] | None = None) -> None:
-        if address is not None and (not isinstance(address, str) or not address):
-            raise ValidationError(f"address must be a Ray address string or None, got {address!r}")
-        if num_cpus is not None and (isinstance(num_cpus, bool) or not isinstance(num_cpus, int)
-                                     or num_cpus < 1):
-            raise ValidationError(f"num_cpus must be an integer >= 1 or None, got {num_cpus!r}")
-        if address is not None and num_cpus is not None:
+        self.address = address
+        self.num_cpus = num_cpus
+        self.init_kwargs = init_kwargs
+        self._validate()  # refuse bad parameters now, before Ray starts
+        self._started = False
+        self._remote: Any = None
+
+    def _validate(self) -> None:
+        self.validate_params()
+        if self.address is not None and self.num_cpus is not None:
             raise ValidationError(
                 "pass either address (connect to a running cluster) or num_cpus (start a local "
                 "instance of that size), not both"
             )
-        if init_kwargs is not None and not isinstance(init_kwargs, dict):
-            raise ValidationError(f"init_kwargs must be a dict of ray.init arguments, got "
-                                  f"{type(init_kwargs).__name__}")
-        self.address = address
-        self.num_cpus = num_cpus
-        self.init_kwargs = init_kwargs
-        self._started = False
-        self._remote: Any = None
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_started": False, "_remote": None}

@@ -19,14 +19,15 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
 from .._device import resolve_device, torch_generator
 from .._rng import INIT, derive_seed, seed_from_tensor, seed_to_tensor
-from .._validation import MAX_WIDTH, check_device, check_float, check_int
+from .._validation import MAX_WIDTH
+from ..constraints import Constraint, Device, Interval
 from ..errors import DataError, ValidationError
 from ..hookspecs import hookimpl
 from .base import ShardModel, allocation_guard
@@ -123,6 +124,15 @@ class IALS(ShardModel):
     initialisation, so the epoch seeds SISA passes are not used.
     """
 
+    parameter_constraints: ClassVar[dict[str, Constraint]] = {
+        "factors": Interval(int, 1, MAX_WIDTH),
+        "reg": Interval(float, 0, None, example=0.01),
+        "alpha": Interval(float, 0, None, closed="right", example=1.0),
+        "cg_steps": Interval(int, 1, _MAX_CG_STEPS),
+        "init_std": Interval(float, 0, None, example=0.01),
+        "device": Device(),
+    }
+
     def __init__(
         self,
         factors: int = 64,
@@ -138,19 +148,11 @@ class IALS(ShardModel):
         self.cg_steps = cg_steps
         self.init_std = init_std
         self.device = device
-        self._validate()  # refuse bad parameters now, before any fit allocates
+        self.validate_params()  # refuse bad parameters now, before any fit allocates
         self._state: dict[str, torch.Tensor] | None = None
 
-    def _validate(self) -> None:
-        check_int("factors", self.factors, 1, MAX_WIDTH)
-        check_float("reg", self.reg, minimum=0, example=0.01)
-        check_float("alpha", self.alpha, minimum=0, min_open=True, example=1.0)
-        check_int("cg_steps", self.cg_steps, 1, _MAX_CG_STEPS)
-        check_float("init_std", self.init_std, minimum=0, example=0.01)
-        check_device("device", self.device)
-
     def setup(self, space: Any, *, seed: int) -> None:
-        self._validate()
+        self.validate_params()
         self.n_users, self.n_items = int(space.n_users), int(space.n_items)
         self._init_seed = derive_seed(seed, INIT)
         dev = resolve_device(self.device)
@@ -178,7 +180,7 @@ class IALS(ShardModel):
 
     def partial_fit(self, data: Any, *, epoch_seeds: Sequence[int]) -> None:
         st = self._require()
-        self._validate()
+        self.validate_params()
         if len(data) == 0 or not epoch_seeds:
             return
         with allocation_guard(self, data, f"factors={self.factors}"):
@@ -234,7 +236,7 @@ class IALS(ShardModel):
                 f"state has factors of shape {tuple(state['X'].shape)} but this model has "
                 f"{self.factors} factors"
             )
-        self._validate()
+        self.validate_params()
         dev = resolve_device(self.device)
         self._state = {k: state[k].to(dev).clone() for k in ("X", "Y", "item_initialised")}
         self._init_seed = seed_from_tensor(state["init_seed"])

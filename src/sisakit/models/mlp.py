@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -23,7 +23,8 @@ from torch import nn
 
 from .._device import resolve_device, torch_generator
 from .._rng import INIT, derive_seed, seed_from_tensor
-from .._validation import MAX_BATCH, check_device, check_float, check_int, check_sizes
+from .._validation import MAX_BATCH
+from ..constraints import Constraint, Device, Interval, Sizes
 from ..errors import ValidationError
 from ..hookspecs import hookimpl
 from ._module_state import load_module_state, module_state
@@ -69,9 +70,17 @@ class MLPClassifier(ShardModel):
     into checkpoints.
     """
 
+    parameter_constraints: ClassVar[dict[str, Constraint]] = {
+        "hidden": Sizes(example="(64,)"),
+        "lr": Interval(float, 0, None, closed="right", example=0.01),
+        "weight_decay": Interval(float, 0, None, example=0.0),
+        "batch_size": Interval(int, 1, MAX_BATCH),
+        "device": Device(),
+    }
+
     def __init__(self, hidden: tuple[int, ...] = (64,), lr: float = 0.01, weight_decay: float = 0.0,
                  batch_size: int = 64, device: str = "auto") -> None:
-        self.hidden = check_sizes("hidden", hidden, example="(64,)")
+        self.hidden = hidden  # stored as a tuple of ints by _validate
         self.lr = lr
         self.weight_decay = weight_decay
         self.batch_size = batch_size
@@ -81,11 +90,8 @@ class MLPClassifier(ShardModel):
         self._space_features: np.ndarray | None = None
 
     def _validate(self) -> None:
-        check_sizes("hidden", self.hidden, example="(64,)")
-        check_float("lr", self.lr, minimum=0, min_open=True, example=0.01)
-        check_float("weight_decay", self.weight_decay, minimum=0, example=0.0)
-        check_int("batch_size", self.batch_size, 1, MAX_BATCH)
-        check_device("device", self.device)
+        self.validate_params()
+        self.hidden = tuple(int(h) for h in self.hidden)
 
     def _build(self, n_features: int, n_classes: int, seed: int) -> None:
         self._validate()

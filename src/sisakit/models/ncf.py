@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -22,7 +22,8 @@ from torch import nn
 
 from .._device import resolve_device, torch_generator
 from .._rng import INIT, derive_seed, seed_from_tensor
-from .._validation import MAX_BATCH, MAX_WIDTH, check_device, check_float, check_int, check_sizes
+from .._validation import MAX_BATCH, MAX_WIDTH
+from ..constraints import Constraint, Device, Interval, Sizes
 from ..errors import ValidationError
 from ..hookspecs import hookimpl
 from ._module_state import load_module_state, module_state
@@ -74,11 +75,21 @@ class NCF(ShardModel):
         ``"auto"``, ``"cpu"`` or ``"cuda"``.
     """
 
+    parameter_constraints: ClassVar[dict[str, Constraint]] = {
+        "factors": Interval(int, 1, MAX_WIDTH),
+        "layers": Sizes(example="(64, 32)"),
+        "lr": Interval(float, 0, None, closed="right", example=0.001),
+        "n_negatives": Interval(int, 1, MAX_NEGATIVES),
+        "batch_size": Interval(int, 1, MAX_BATCH),
+        "score_batch": Interval(int, 1, MAX_BATCH),
+        "device": Device(),
+    }
+
     def __init__(self, factors: int = 32, layers: tuple[int, ...] = (64, 32), lr: float = 0.001,
                  n_negatives: int = 4, batch_size: int = 4096, score_batch: int = 128,
                  device: str = "auto") -> None:
         self.factors = factors
-        self.layers = check_sizes("layers", layers, example="(64, 32)")
+        self.layers = layers  # stored as a tuple of ints by _validate
         self.lr = lr
         self.n_negatives = n_negatives
         self.batch_size = batch_size
@@ -88,13 +99,8 @@ class NCF(ShardModel):
         self._net: _NeuMF | None = None
 
     def _validate(self) -> None:
-        check_int("factors", self.factors, 1, MAX_WIDTH)
-        check_sizes("layers", self.layers, example="(64, 32)")
-        check_float("lr", self.lr, minimum=0, min_open=True, example=0.001)
-        check_int("n_negatives", self.n_negatives, 1, MAX_NEGATIVES)
-        for name in ("batch_size", "score_batch"):
-            check_int(name, getattr(self, name), 1, MAX_BATCH)
-        check_device("device", self.device)
+        self.validate_params()
+        self.layers = tuple(int(h) for h in self.layers)
 
     def _build(self, n_users: int, n_items: int, seed: int) -> None:
         self._validate()

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
-from .._validation import check_device
+from ..constraints import Constraint, Device
 from ..errors import ValidationError
 from ..hookspecs import hookimpl
 from .base import ShardModel
@@ -21,13 +21,14 @@ class Popularity(ShardModel):
     counts are recomputed from the cumulative data of each slice.
     """
 
+    parameter_constraints: ClassVar[dict[str, Constraint]] = {
+        "device": Device(),
+    }
+
     def __init__(self, device: str = "cpu") -> None:
         self.device = device
-        self._validate()  # refuse bad parameters now, before any fit
+        self.validate_params()  # refuse bad parameters now, before any fit
         self._counts: torch.Tensor | None = None
-
-    def _validate(self) -> None:
-        check_device("device", self.device)
 
     def setup(self, space: Any, *, seed: int) -> None:
         self._counts = torch.zeros(space.n_items, dtype=torch.float32)

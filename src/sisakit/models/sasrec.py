@@ -21,7 +21,7 @@ import logging
 import math
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -30,7 +30,8 @@ from torch.nn import functional as F
 
 from .._device import resolve_device
 from .._rng import INIT, derive_seed, seed_from_tensor
-from .._validation import MAX_BATCH, MAX_COUNT, MAX_WIDTH, check_device, check_float, check_int
+from .._validation import MAX_BATCH, MAX_COUNT, MAX_WIDTH
+from ..constraints import Constraint, Device, Interval
 from ..errors import ValidationError
 from ..hookspecs import hookimpl
 from ._module_state import load_module_state, module_state
@@ -206,6 +207,20 @@ class SASRec(ShardModel):
     histories.
     """
 
+    parameter_constraints: ClassVar[dict[str, Constraint]] = {
+        "factors": Interval(int, 1, MAX_WIDTH),
+        "n_blocks": Interval(int, 1, MAX_WIDTH),
+        "n_heads": Interval(int, 1, MAX_WIDTH),
+        "max_len": Interval(int, 1, MAX_COUNT),
+        "dropout": Interval(float, 0, 1, closed="left", example=0.2),
+        "lr": Interval(float, 0, None, closed="right", example=0.001),
+        "weight_decay": Interval(float, 0, None, example=0.0),
+        "batch_size": Interval(int, 1, MAX_BATCH),
+        "time_budget": Interval(float, 0, None, closed="right", none=True, example=600.0),
+        "score_batch": Interval(int, 1, MAX_BATCH),
+        "device": Device(),
+    }
+
     def __init__(self, factors: int = 64, n_blocks: int = 2, n_heads: int = 1,
                  max_len: int = 50, dropout: float = 0.2, lr: float = 0.001,
                  weight_decay: float = 0.0, batch_size: int = 128,
@@ -228,20 +243,10 @@ class SASRec(ShardModel):
 
     # ------------------------------------------------------------------ building
     def _validate(self) -> None:
-        for name in ("factors", "n_blocks", "n_heads"):
-            check_int(name, getattr(self, name), 1, MAX_WIDTH)
-        check_int("max_len", self.max_len, 1, MAX_COUNT)
-        for name in ("batch_size", "score_batch"):
-            check_int(name, getattr(self, name), 1, MAX_BATCH)
+        self.validate_params()
         if self.factors % self.n_heads:
             raise ValidationError(f"n_heads ({self.n_heads}) must divide factors "
                                   f"({self.factors}); e.g. factors=64, n_heads=2")
-        check_float("dropout", self.dropout, minimum=0, maximum=1, max_open=True, example=0.2)
-        check_float("lr", self.lr, minimum=0, min_open=True, example=0.001)
-        check_float("weight_decay", self.weight_decay, minimum=0, example=0.0)
-        check_float("time_budget", self.time_budget, minimum=0, min_open=True, none=True,
-                    example=600.0)
-        check_device("device", self.device)
 
     def _build(self, n_users: int, n_items: int, seed: int) -> None:
         self._validate()

@@ -21,15 +21,17 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from .._device import resolve_device
 from .._rng import seed_from_tensor
-from .._validation import MAX_COUNT, check_int, check_path
+from .._validation import MAX_COUNT, short_repr
+from ..constraints import Constraint, Interval, PathLike
 from ..errors import ValidationError
 from ..hookspecs import hookimpl
 from ._module_state import load_module_state
@@ -45,6 +47,30 @@ def _transformers() -> Any:
         raise ValidationError("the t5rec model needs Hugging Face transformers: "
                               "pip install 'sisakit[t5]'") from exc
     return transformers
+
+
+@dataclass(frozen=True)
+class T5ConfigLike(Constraint):
+    """None, a ``transformers.T5Config`` (anything with ``to_dict``), a ``dict`` or the path of
+    a ``config.json`` (a ``str`` or :class:`pathlib.Path`; its existence is checked when the
+    network is built)."""
+
+    none: bool = True
+
+    def check(self, name: str, value: Any) -> None:
+        if value is None or isinstance(value, (str, Path, Mapping)) or hasattr(value, "to_dict"):
+            return
+        raise ValidationError(
+            f"{name} must be None, a transformers.T5Config, a dict or a config.json path, "
+            f"got {type(value).__name__} {short_repr(value)}; pass e.g. "
+            f"{name}='path/to/config.json'")
+
+    def invalid_values(self) -> list[Any]:
+        return [3, 2.5, ["d_model", 8], object()]
+
+    def valid_values(self) -> list[Any]:
+        return [*super().valid_values(), "path/to/config.json", Path("config.json"),
+                {"d_model": 8}]
 
 
 class T5RecNet(nn.Module):
@@ -129,6 +155,13 @@ class T5Rec(SASRec):
                                      "EncDecAttention.v", "DenseReluDense.wi",
                                      "DenseReluDense.wo")
 
+    parameter_constraints: ClassVar[dict[str, Constraint]] = {
+        **SASRec.parameter_constraints,
+        "config": T5ConfigLike(),
+        "weights": PathLike(none=True),
+        "train_positions": Interval(int, 1, MAX_COUNT, none=True),
+    }
+
     def __init__(self, factors: int = 64, n_blocks: int = 2, n_heads: int = 2,
                  max_len: int = 50, dropout: float = 0.1, lr: float = 0.001,
                  weight_decay: float = 0.0, batch_size: int = 128,
@@ -138,8 +171,8 @@ class T5Rec(SASRec):
         self.config = config
         self.weights = weights
         self.train_positions = train_positions
-        # SASRec.__init__ stores the shared parameters and calls self._validate() (below),
-        # which checks them all, these three included
+        # SASRec.__init__ stores the shared parameters and calls self._validate(), which checks
+        # them all against parameter_constraints, these three included
         super().__init__(factors=factors, n_blocks=n_blocks, n_heads=n_heads, max_len=max_len,
                          dropout=dropout, lr=lr, weight_decay=weight_decay,
                          batch_size=batch_size, time_budget=time_budget,
@@ -176,18 +209,6 @@ class T5Rec(SASRec):
         cfg.vocab_size = n_items + 1
         cfg.pad_token_id = cfg.decoder_start_token_id = PAD
         return cfg
-
-    def _validate(self) -> None:
-        super()._validate()
-        cfg = self.config
-        if not (cfg is None or isinstance(cfg, (str, Path, Mapping)) or hasattr(cfg, "to_dict")):
-            raise ValidationError(
-                f"config must be None, a transformers.T5Config, a dict or a config.json path, "
-                f"got {type(cfg).__name__} {cfg!r:.80}; pass e.g. config='path/to/config.json'")
-        if self.weights is not None:
-            check_path("weights", self.weights)
-        if self.train_positions is not None:
-            check_int("train_positions", self.train_positions, 1, MAX_COUNT)
 
     def _build(self, n_users: int, n_items: int, seed: int) -> None:
         self._validate()

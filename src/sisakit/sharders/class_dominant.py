@@ -19,12 +19,12 @@ their neighbours under ``"low"``, and in practice every shard under ``"high"``.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from .._hashing import hash_ids
-from ..errors import ValidationError
+from ..constraints import Constraint, Interval, Options
 from ..hookspecs import hookimpl
 from .base import Sharder
 
@@ -51,17 +51,15 @@ class ClassDominantSharder(Sharder):
     unit = "record"
     data_dependent = False
 
+    parameter_constraints: ClassVar[dict[str, Constraint]] = {
+        "leakage": Options(LEAKAGES),
+        "leak_fraction": Interval(float, 0, 1, closed="left", example=0.1),
+    }
+
     def __init__(self, leakage: str = "high", leak_fraction: float = 0.1) -> None:
-        if leakage not in LEAKAGES:
-            raise ValidationError(f"leakage must be one of {LEAKAGES}, got {leakage!r}")
-        if (isinstance(leak_fraction, bool) or not isinstance(leak_fraction, (int, float, np.floating))
-                or not 0.0 <= float(leak_fraction) < 1.0):
-            raise ValidationError(
-                f"leak_fraction must be a number in [0, 1), got {leak_fraction!r}; use 0 for no "
-                "leakage (or leakage='none') and e.g. 0.1 to spread 10% of every class"
-            )
         self.leakage = leakage
         self.leak_fraction = leak_fraction
+        self.validate_params()  # refuse bad parameters now, before any fit
 
     @staticmethod
     def dominated(n_classes: int, n_shards: int) -> np.ndarray:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -33,7 +33,8 @@ import torch
 from .. import plugins
 from .._device import deterministic, resolve_device, torch_threads
 from .._rng import derive_seed
-from .._validation import MAX_STEPS, check_int, check_params
+from .._validation import MAX_STEPS
+from ..constraints import Constraint, Interval, ParamsDict, TextName
 from ..errors import ValidationError
 from ..hookspecs import hookimpl
 from .base import Sharder
@@ -194,6 +195,15 @@ class _RecEraserSharder(Sharder):
     data_dependent = True
     _salt = 0
 
+    # Whether ``model`` is registered and takes ``model_params`` is checked when
+    # :meth:`embeddings` builds it.
+    parameter_constraints: ClassVar[dict[str, Constraint]] = {
+        "model": TextName("the registered name of a model", example="'bpr-mf'"),
+        "model_params": ParamsDict(none=True, example="{'factors': 32}"),
+        "epochs": Interval(int, 1, MAX_STEPS),
+        "max_iter": Interval(int, 1, MAX_STEPS),
+    }
+
     def __init__(
         self,
         model: str = "bpr-mf",
@@ -205,18 +215,7 @@ class _RecEraserSharder(Sharder):
         self.model_params = model_params
         self.epochs = epochs
         self.max_iter = max_iter
-        self._validate()  # refuse bad parameters now, before any fit
-
-    def _validate(self) -> None:
-        """Check the parameters. Whether ``model`` is registered and takes ``model_params`` is
-        checked when :meth:`embeddings` builds it."""
-        check_int("epochs", self.epochs, 1, MAX_STEPS)
-        check_int("max_iter", self.max_iter, 1, MAX_STEPS)
-        if not isinstance(self.model, str) or not self.model:
-            raise ValidationError(
-                f"model must be the registered name of a model, got {self.model!r:.80} "
-                f"({type(self.model).__name__}); pass e.g. model='bpr-mf'")
-        check_params("model_params", self.model_params)
+        self.validate_params()  # refuse bad parameters now, before any fit
 
     def embeddings(self, data: Any, *, seed: int) -> tuple[np.ndarray, np.ndarray]:
         """Pre-train ``model`` on ``data`` and return its ``(user, item)`` embeddings (float64).
@@ -225,7 +224,7 @@ class _RecEraserSharder(Sharder):
         seed derived from ``seed``, on one thread (so the same seed gives the same bits), and
         discarded.
         """
-        self._validate()
+        self.validate_params()
         est = plugins.build("model", self.model, **(self.model_params or {}))
         device = resolve_device(getattr(est, "device", "cpu"))
         with torch_threads(1), deterministic(device):
@@ -261,7 +260,7 @@ class _RecEraserSharder(Sharder):
             parameter is invalid.
         """
         self._check(data, n_shards)
-        self._validate()
+        self.validate_params()
         users, items = self.embeddings(data, seed=seed)
         blocks, units = self.blocks(data, users, items)
         del users, items

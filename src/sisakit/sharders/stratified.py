@@ -13,12 +13,13 @@ engine stores the assignment at fit time, which keeps unlearning exact (see
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from .._hashing import hash_ids
-from .._validation import MAX_COUNT, check_int
+from .._validation import MAX_COUNT
+from ..constraints import Constraint, Interval, TextName
 from ..data import labelled
 from ..errors import ValidationError
 from ..hookspecs import hookimpl
@@ -108,16 +109,17 @@ class ActivityStratifiedSharder(_StratifiedUserSharder):
 
     _salt = "shard:activity"
 
+    parameter_constraints: ClassVar[dict[str, Constraint]] = {
+        "n_bins": Interval(int, 1, MAX_COUNT),
+    }
+
     def __init__(self, n_bins: int = 5) -> None:
         self.n_bins = n_bins
-        self._validate()  # refuse bad parameters now, before any fit
-
-    def _validate(self) -> None:
-        check_int("n_bins", self.n_bins, 1, MAX_COUNT)
+        self.validate_params()  # refuse bad parameters now, before any fit
 
     def strata(self, data: Any) -> tuple[np.ndarray, np.ndarray]:
         """``(users, bin)``: the users with records and each one's activity bin."""
-        self._validate()
+        self.validate_params()
         counts = data.user_counts()
         users = np.flatnonzero(counts)
         activity = counts[users]
@@ -148,22 +150,19 @@ class AttributeStratifiedSharder(_StratifiedUserSharder):
 
     _salt = "shard:attribute"
 
+    # Whether the data has this column is checked by strata(), which sees the data.
+    parameter_constraints: ClassVar[dict[str, Constraint]] = {
+        "attribute": TextName("the name of a user attribute column", example="'gender'"),
+    }
+
     def __init__(self, attribute: str = "gender") -> None:
         self.attribute = attribute
-        self._validate()  # refuse bad parameters now, before any fit
-
-    def _validate(self) -> None:
-        # whether the data has this column is checked by strata(), which sees the data
-        if not isinstance(self.attribute, str) or not self.attribute:
-            raise ValidationError(
-                f"attribute must be the name of a user attribute column (a non-empty str), got "
-                f"{self.attribute!r:.80} ({type(self.attribute).__name__}); pass e.g. "
-                "attribute='gender' in sharder_params")
+        self.validate_params()  # refuse bad parameters now, before any fit
 
     def strata(self, data: Any) -> tuple[np.ndarray, np.ndarray]:
         """``(users, stratum)``: the users with records and the index of their attribute value
         (the last stratum holds users without a value)."""
-        self._validate()
+        self.validate_params()
         cols = data.user_attributes
         if self.attribute not in cols:
             raise ValidationError(

@@ -33,17 +33,8 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
-from .._validation import (
-    MAX_BATCH,
-    MAX_COUNT,
-    MAX_SEED,
-    MAX_STEPS,
-    MAX_WIDTH,
-    check_bool,
-    check_choice,
-    check_float,
-    check_int,
-)
+from .._validation import MAX_BATCH, MAX_COUNT, MAX_SEED, MAX_STEPS, MAX_WIDTH, check_int
+from ..constraints import Bool, Constraint, Interval, Options, Strings
 from ..data import Interactions
 from ..errors import CheckpointError, ValidationError
 from ..hookspecs import hookimpl
@@ -92,6 +83,17 @@ MIN_STEPS = 4
 #: Relative width of the band the rank-target term keeps a forgotten item in. With target
 #: rank ``t``, ranks ``t`` to ``(1 + RANK_BAND) t + 2`` are left alone.
 RANK_BAND = 0.25
+
+
+def _as_tuple(value: Any) -> Any:
+    """``value`` as a tuple when it is a non-string iterable (else unchanged, for the declared
+    constraints to refuse)."""
+    if isinstance(value, Iterable) and not isinstance(value, (str, bytes)):
+        try:
+            return tuple(value)
+        except TypeError:  # e.g. a 0-d array: iterable by type, not in fact
+            return value
+    return value
 
 
 # ---------------------------------------------------------------------------------- LoRA
@@ -750,6 +752,38 @@ class DualMemory(Unlearner):
 
     exact: ClassVar[bool] = False
 
+    # ``None`` parameters take their preset's value (see :meth:`settings`), valid by
+    # construction; whether ``rank`` fits the target layers is checked by :meth:`unlearn`,
+    # which sees the model.
+    parameter_constraints: ClassVar[dict[str, Constraint]] = {
+        "preset": Options(tuple(PRESETS)),
+        "rank": Interval(int, 1, MAX_WIDTH),
+        "alpha": Interval(float, 0, None, closed="right", example=16.0),
+        "targets": Strings(empty=False, none=True, example="('attn.q', 'attn.v')"),
+        "epochs": Interval(int, 1, MAX_STEPS, none=True),
+        "lr": Interval(float, 0, None, closed="right", none=True, example=0.01),
+        "batch_size": Interval(int, 1, MAX_BATCH),
+        "retain_ratio": Interval(float, 0, None, closed="right", example=5.0),
+        **{name: Interval(float, 0, None, none=True, example=1.0)
+           for name in ("retention_weight", "kl_weight", "unlikelihood_weight", "margin_weight",
+                        "topk_weight", "suppress_weight", "rank_weight")},
+        "hard_negatives": Interval(int, 1, MAX_COUNT, none=True),
+        "top_k": Interval(int, 1, MAX_COUNT, none=True),
+        **{name: Interval(float, 0, None, none=True, example=0.5)
+           for name in ("margin", "topk_margin", "rank_margin")},
+        # a logit level, not a distance: any sign
+        "suppress_margin": Interval(float, None, None, none=True, example=0.0),
+        "stop_at_top_k": Bool(none=True),
+        "router_hidden": Interval(int, 1, MAX_WIDTH),
+        "router_epochs": Interval(int, 1, MAX_STEPS),
+        "router_lr": Interval(float, 0, None, closed="right", example=0.01),
+        # the router trains full-batch: its negatives are the rows of one step
+        "router_retain": Interval(int, 1, MAX_BATCH),
+        "threshold": Interval(float, 0, 1, closed="neither", example=0.5),
+        "seed": Interval(int, 0, MAX_SEED),
+        "progress": Bool(none=True),
+    }
+
     def __init__(self, preset: str = "match-gold", rank: int = 8, alpha: float = 16.0,
                  targets: tuple[str, ...] | None = None, epochs: int | None = None,
                  lr: float | None = None, batch_size: int = 128, retain_ratio: float = 5.0,
@@ -766,8 +800,7 @@ class DualMemory(Unlearner):
         self.preset = preset
         self.rank = rank
         self.alpha = alpha
-        self.targets = (tuple(targets) if isinstance(targets, Iterable)
-                        and not isinstance(targets, str) else targets)
+        self.targets = _as_tuple(targets)
         self.epochs = epochs
         self.lr = lr
         self.batch_size = batch_size
@@ -793,7 +826,7 @@ class DualMemory(Unlearner):
         self.threshold = threshold
         self.seed = seed
         self.progress = progress
-        self._validate()  # refuse bad parameters now, before any unlearn trains
+        self.validate_params()  # refuse bad parameters now, before any unlearn trains
 
     # ------------------------------------------------------------------ configuration
     def settings(self) -> dict[str, Any]:
@@ -804,52 +837,13 @@ class DualMemory(Unlearner):
         ValidationError
             If a parameter is invalid (checked when the unlearner is built).
         """
-        self._validate()
+        self.validate_params()
         out = dict(PRESETS[self.preset])
         for name in _TUNABLE:
             value = getattr(self, name)
             if value is not None:
                 out[name] = value
         return out
-
-    def _validate(self) -> None:
-        """Check every parameter (``None`` parameters take their preset's value, valid by
-        construction). Whether ``rank`` fits the target layers is checked by :meth:`unlearn`,
-        which sees the model."""
-        check_choice("preset", self.preset, tuple(PRESETS))
-        check_int("rank", self.rank, 1, MAX_WIDTH)
-        check_float("alpha", self.alpha, minimum=0, min_open=True, example=16.0)
-        if self.targets is not None and not (
-                isinstance(self.targets, tuple) and self.targets
-                and all(isinstance(t, str) and t for t in self.targets)):
-            raise ValidationError(
-                f"targets must be a non-empty tuple of layer names, or None for the model's "
-                f"lora_targets, got {self.targets!r:.80}; pass e.g. targets=('attn.q', 'attn.v')")
-        if self.epochs is not None:
-            check_int("epochs", self.epochs, 1, MAX_STEPS)
-        check_float("lr", self.lr, minimum=0, min_open=True, none=True, example=0.01)
-        check_int("batch_size", self.batch_size, 1, MAX_BATCH)
-        check_float("retain_ratio", self.retain_ratio, minimum=0, min_open=True, example=5.0)
-        for name in ("retention_weight", "kl_weight", "unlikelihood_weight", "margin_weight",
-                     "topk_weight", "suppress_weight", "rank_weight"):
-            check_float(name, getattr(self, name), minimum=0, none=True, example=1.0)
-        for name in ("hard_negatives", "top_k"):
-            if getattr(self, name) is not None:
-                check_int(name, getattr(self, name), 1, MAX_COUNT)
-        for name in ("margin", "topk_margin", "rank_margin"):
-            check_float(name, getattr(self, name), minimum=0, none=True, example=0.5)
-        # a logit level, not a distance: any sign
-        check_float("suppress_margin", self.suppress_margin, none=True, example=0.0)
-        check_bool("stop_at_top_k", self.stop_at_top_k, none=True)
-        check_int("router_hidden", self.router_hidden, 1, MAX_WIDTH)
-        check_int("router_epochs", self.router_epochs, 1, MAX_STEPS)
-        check_float("router_lr", self.router_lr, minimum=0, min_open=True, example=0.01)
-        # the router trains full-batch: its negatives are the rows of one step
-        check_int("router_retain", self.router_retain, 1, MAX_BATCH)
-        check_float("threshold", self.threshold, minimum=0, maximum=1, min_open=True,
-                    max_open=True, example=0.5)
-        check_int("seed", self.seed, 0, MAX_SEED)
-        check_bool("progress", self.progress, none=True)
 
     # ------------------------------------------------------------------ inputs
     @staticmethod

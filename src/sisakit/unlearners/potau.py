@@ -21,17 +21,20 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import time
 from collections.abc import Iterable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
 from .. import plugins
 from .._device import torch_generator
-from .._validation import MAX_COUNT, MAX_SEED, MAX_STEPS, check_float, check_int
+from .._validation import MAX_COUNT, MAX_SEED, MAX_STEPS, check_float, check_int, short_repr
 from ..attackers.base import MAX_ATTACK_SEED
+from ..constraints import Constraint, Interval, Strings
 from ..data import canonical_id, labelled
 from ..errors import ValidationError
 from ..hookspecs import hookimpl
@@ -64,11 +67,36 @@ def mmd2(a: torch.Tensor, b: torch.Tensor, bandwidths: torch.Tensor) -> torch.Te
 
 
 def _as_tuple(value: Any) -> Any:
-    """``value`` as a tuple when it is a non-string iterable (else unchanged, for
-    :meth:`PotAU._validate` to refuse)."""
+    """``value`` as a tuple when it is a non-string iterable (else unchanged, for the declared
+    constraints to refuse)."""
     if isinstance(value, Iterable) and not isinstance(value, (str, bytes)):
-        return tuple(value)
+        try:
+            return tuple(value)
+        except TypeError:  # e.g. a 0-d array: iterable by type, not in fact
+            return value
     return value
+
+
+@dataclass(frozen=True)
+class Bandwidths(Constraint):
+    """A non-empty list or tuple of finite numbers > 0 (kernel bandwidths)."""
+
+    example: str = "(0.5, 1.0, 2.0)"
+
+    def check(self, name: str, value: Any) -> None:
+        if not (isinstance(value, (list, tuple)) and value):
+            raise ValidationError(
+                f"{name} must be a non-empty tuple of numbers > 0 (multiples of the median "
+                f"pairwise distance), got {short_repr(value)}; pass e.g. {name}={self.example}")
+        for i, b in enumerate(value):
+            check_float(f"{name}[{i}]", b, minimum=0, min_open=True, example=1.0)
+
+    def invalid_values(self) -> list[Any]:
+        return [None, 3, "abc", (), (0.0,), (-1.0,), (1.0, math.nan), (math.inf,), ("x",),
+                (True,)]
+
+    def valid_values(self) -> list[Any]:
+        return [(1.0,), [0.5, 2], (0.25, 0.5, 1.0, 2.0, 4.0)]
 
 
 class PotAU(Unlearner):
@@ -94,6 +122,19 @@ class PotAU(Unlearner):
 
     exact = False
 
+    parameter_constraints: ClassVar[dict[str, Constraint]] = {
+        "steps": Interval(int, 1, MAX_STEPS),
+        "lr": Interval(float, 0, None, closed="right", example=0.01),
+        "u2u_weight": Interval(float, 0, None, example=0.1),
+        "d2d_weight": Interval(float, 0, None, example=1.0),
+        "reg_weight": Interval(float, 0, None, example=1.0),
+        "bandwidths": Bandwidths(),
+        "max_per_group": Interval(int, 1, MAX_COUNT),
+        # with attackers, _validate narrows this to MAX_ATTACK_SEED
+        "seed": Interval(int, 0, MAX_SEED),
+        "attackers": Strings(example="('mlp-attribute',)"),
+    }
+
     def __init__(self, steps: int = 200, lr: float = 0.01, u2u_weight: float = 0.1,
                  d2d_weight: float = 1.0, reg_weight: float = 1.0,
                  bandwidths: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0),
@@ -111,25 +152,11 @@ class PotAU(Unlearner):
         self._validate()  # refuse bad parameters now, before any unlearn trains
 
     def _validate(self) -> None:
-        check_int("steps", self.steps, 1, MAX_STEPS)
-        check_float("lr", self.lr, minimum=0, min_open=True, example=0.01)
-        for name, example in (("u2u_weight", 0.1), ("d2d_weight", 1.0), ("reg_weight", 1.0)):
-            check_float(name, getattr(self, name), minimum=0, example=example)
-        if not (isinstance(self.bandwidths, tuple) and self.bandwidths):
-            raise ValidationError(
-                f"bandwidths must be a non-empty tuple of numbers > 0 (multiples of the median "
-                f"pairwise distance), got {self.bandwidths!r:.80}; pass e.g. "
-                "bandwidths=(0.5, 1.0, 2.0)")
-        for i, b in enumerate(self.bandwidths):
-            check_float(f"bandwidths[{i}]", b, minimum=0, min_open=True, example=1.0)
-        check_int("max_per_group", self.max_per_group, 1, MAX_COUNT)
-        if not (isinstance(self.attackers, tuple)
-                and all(isinstance(a, str) and a for a in self.attackers)):
-            raise ValidationError(
-                f"attackers must be a tuple of registered attacker names (empty to skip the "
-                f"attacks), got {self.attackers!r:.80}; pass e.g. attackers=('mlp-attribute',)")
+        """The declared constraints, then the rule that ties ``seed`` to ``attackers``."""
+        self.validate_params()
         # the seed also seeds the attackers, whose scikit-learn random_state is 32-bit
-        check_int("seed", self.seed, 0, MAX_ATTACK_SEED if self.attackers else MAX_SEED)
+        if self.attackers:
+            check_int("seed", self.seed, 0, MAX_ATTACK_SEED)
 
     # ------------------------------------------------------------------ inputs
     def _labels(self, model: Any, request: AttributeRequest, n_users: int) -> np.ndarray:
