@@ -19,7 +19,7 @@ divides ``factors``) stays in the component's ``_validate``.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,7 +28,7 @@ import numpy as np
 from . import _validation as v
 
 __all__ = ["Bool", "Constraint", "Device", "Interval", "Options", "ParamsDict", "PathLike",
-           "Sizes", "Strings", "TextName", "check_constraints"]
+           "Sizes", "Strings", "TextName", "as_tuple", "check_constraints"]
 
 
 class Constraint:
@@ -271,6 +271,17 @@ class ParamsDict(Constraint):
 
     def valid_values(self) -> list[Any]:
         return [*super().valid_values(), {}]
+
+
+def as_tuple(value: Any) -> Any:
+    """``value`` as a tuple when it is a non-string iterable, else unchanged (so a bad value
+    still reaches its declared constraint, which refuses it with a clear error)."""
+    if isinstance(value, Iterable) and not isinstance(value, (str, bytes)):
+        try:
+            return tuple(value)
+        except TypeError:  # e.g. a 0-d array: iterable by type, not in fact
+            return value
+    return value
 
 
 def check_constraints(component: Any, constraints: Mapping[str, Constraint]) -> None:

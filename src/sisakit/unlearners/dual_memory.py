@@ -34,7 +34,7 @@ from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from .._validation import MAX_BATCH, MAX_COUNT, MAX_SEED, MAX_STEPS, MAX_WIDTH, check_int
-from ..constraints import Bool, Constraint, Interval, Options, Strings
+from ..constraints import Bool, Constraint, Interval, Options, Strings, as_tuple
 from ..data import Interactions
 from ..errors import CheckpointError, ValidationError
 from ..hookspecs import hookimpl
@@ -83,17 +83,6 @@ MIN_STEPS = 4
 #: Relative width of the band the rank-target term keeps a forgotten item in. With target
 #: rank ``t``, ranks ``t`` to ``(1 + RANK_BAND) t + 2`` are left alone.
 RANK_BAND = 0.25
-
-
-def _as_tuple(value: Any) -> Any:
-    """``value`` as a tuple when it is a non-string iterable (else unchanged, for the declared
-    constraints to refuse)."""
-    if isinstance(value, Iterable) and not isinstance(value, (str, bytes)):
-        try:
-            return tuple(value)
-        except TypeError:  # e.g. a 0-d array: iterable by type, not in fact
-            return value
-    return value
 
 
 # ---------------------------------------------------------------------------------- LoRA
@@ -800,7 +789,7 @@ class DualMemory(Unlearner):
         self.preset = preset
         self.rank = rank
         self.alpha = alpha
-        self.targets = _as_tuple(targets)
+        self.targets = as_tuple(targets)
         self.epochs = epochs
         self.lr = lr
         self.batch_size = batch_size

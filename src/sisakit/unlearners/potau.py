@@ -23,7 +23,6 @@ import itertools
 import logging
 import math
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -34,7 +33,7 @@ from .. import plugins
 from .._device import torch_generator
 from .._validation import MAX_COUNT, MAX_SEED, MAX_STEPS, check_float, check_int, short_repr
 from ..attackers.base import MAX_ATTACK_SEED
-from ..constraints import Constraint, Interval, Strings
+from ..constraints import Constraint, Interval, Strings, as_tuple
 from ..data import canonical_id, labelled
 from ..errors import ValidationError
 from ..hookspecs import hookimpl
@@ -64,17 +63,6 @@ def mmd2(a: torch.Tensor, b: torch.Tensor, bandwidths: torch.Tensor) -> torch.Te
         return torch.exp(-d2[None] / (2.0 * bandwidths[:, None, None] ** 2)).sum(0)
 
     return k(a, a).mean() + k(b, b).mean() - 2.0 * k(a, b).mean()
-
-
-def _as_tuple(value: Any) -> Any:
-    """``value`` as a tuple when it is a non-string iterable (else unchanged, for the declared
-    constraints to refuse)."""
-    if isinstance(value, Iterable) and not isinstance(value, (str, bytes)):
-        try:
-            return tuple(value)
-        except TypeError:  # e.g. a 0-d array: iterable by type, not in fact
-            return value
-    return value
 
 
 @dataclass(frozen=True)
@@ -145,10 +133,10 @@ class PotAU(Unlearner):
         self.u2u_weight = u2u_weight
         self.d2d_weight = d2d_weight
         self.reg_weight = reg_weight
-        self.bandwidths = _as_tuple(bandwidths)
+        self.bandwidths = as_tuple(bandwidths)
         self.max_per_group = max_per_group
         self.seed = seed
-        self.attackers = _as_tuple(attackers)
+        self.attackers = as_tuple(attackers)
         self._validate()  # refuse bad parameters now, before any unlearn trains
 
     def _validate(self) -> None:
