@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import __version__, plugins
+from . import __version__, datasets, experiment, metrics, plugins, split
 from ._validation import make_out_dir
 from .errors import SisakitError
 from .sisa import SISA, parameters_equal
@@ -48,8 +48,6 @@ def run_demo(out: Path, *, seed: int = 0, quiet: bool = False, n_forget_batch: i
 
     Returns the figures as a dict (what ``sisakit demo --json`` prints).
     """
-    from . import datasets, metrics, split
-
     progress = False if quiet else None
     data = datasets.synthetic(n_users=n_users, n_items=n_items, seed=seed)
     train, test = split.holdout(data, test_fraction=0.2, seed=seed)
@@ -160,8 +158,6 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_experiment(args: argparse.Namespace) -> int:
-    from . import experiment
-
     out = make_out_dir("--out", args.out or f"{Path(args.config).stem}-results")
     res = experiment.run(args.config, out, resume=not args.no_resume,
                          progress=False if args.quiet else None)

@@ -41,13 +41,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from . import plugins
+from . import datasets, fairness, metrics, plugins, split
 from ._clock import utc_now
 from ._rng import derive_seed
 from ._validation import MAX_COUNT, MAX_SEED, MAX_STEPS, MAX_THREADS, make_out_dir
 from ._version import __version__
 from .data import Interactions, labelled
 from .errors import ValidationError
+from .influence import compare
 from .sisa import SISA, parameters_equal
 
 if sys.version_info >= (3, 11):
@@ -385,8 +386,6 @@ def load_config(config: str | os.PathLike[str] | Mapping[str, Any], *,
 
 # ---------------------------------------------------------------------------------- data
 def _load_data(cfg: Mapping[str, Any]) -> Interactions:
-    from . import datasets
-
     d = cfg["data"]
     if d["source"] == "synthetic":
         return datasets.synthetic(n_users=d["n_users"], n_items=d["n_items"],
@@ -400,8 +399,6 @@ def _load_data(cfg: Mapping[str, Any]) -> Interactions:
 
 
 def _split(cfg: Mapping[str, Any], data: Interactions) -> tuple[Interactions, Interactions]:
-    from . import split
-
     s = cfg["split"]
     if s["method"] == "holdout":
         return split.holdout(data, test_fraction=s["test_fraction"], seed=s["seed"])
@@ -552,8 +549,6 @@ def _select_users(sc: Mapping[str, Any], train: Interactions, shard: np.ndarray,
 def _jaccard(before_top: np.ndarray, after_top: np.ndarray, k: int
              ) -> tuple[np.ndarray, np.ndarray]:
     """Per-user Jaccard@k and overlap size of two sets of top-k lists (item-id arrays)."""
-    from .influence import compare
-
     res = compare(before_top, after_top, k=k, measures=["jaccard"])
     return res.jaccard, res.overlap
 
@@ -561,8 +556,6 @@ def _jaccard(before_top: np.ndarray, after_top: np.ndarray, k: int
 def _group_columns(before: Any, after: Any, train: Interactions, test: Interactions,
                    cfg: Mapping[str, Any], users: np.ndarray) -> dict[str, float]:
     """``<metric>_<phase>[<group>=<value>]`` columns from :func:`sisakit.fairness.group_deltas`."""
-    from . import fairness
-
     ev = cfg["evaluation"]
     metrics = (f"ndcg@{ev['ndcg_k']}", f"recall@{ev['recall_k']}")
     out: dict[str, float] = {}
@@ -611,8 +604,6 @@ class _Context:
 
 def _quality(model: Any, train: Interactions, test: Interactions, cfg: Mapping[str, Any],
              users: np.ndarray | None = None) -> dict[str, Any]:
-    from . import metrics
-
     ev = cfg["evaluation"]
     return metrics.evaluate(model, train, test, k=sorted({ev["ndcg_k"], ev["recall_k"]}),
                             users=users)

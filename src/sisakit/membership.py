@@ -58,6 +58,7 @@ from .attackers.base import Attacker
 from .data import Interactions
 from .errors import ValidationError
 from .sisa import SISA
+from .split import holdout as split_holdout
 
 __all__ = [
     "InteractionMembershipAttack",
@@ -886,8 +887,6 @@ def interaction_membership_inference(
     MembershipResult
         On the target model's member vs held-out pairs.
     """
-    from .split import holdout as split_holdout
-
     split = split_users(data, seed) if split is None else split
     fit_target = _fitter(model, "model")
     fit_shadow = fit_target if shadow_model is None else _fitter(shadow_model, "shadow_model")

@@ -45,6 +45,7 @@ from .models.base import ShardModel
 from .sharders.base import Sharder
 from .sisa import SISA, parameters_equal
 from .store import RunStore
+from .unlearners.base import Unlearner, UnlearnResult
 
 __all__ = [
     "AggregatorContract",
@@ -1002,13 +1003,9 @@ class UnlearnerContract:
         return None
 
     def test_is_an_unlearner(self) -> None:
-        from .unlearners.base import Unlearner
-
         assert isinstance(self.make_unlearner(), Unlearner)
 
     def test_returns_result_with_report(self) -> None:
-        from .unlearners.base import UnlearnResult
-
         model = self.make_model()
         result = self.make_unlearner().unlearn(model, self.make_request(model))
         assert isinstance(result, UnlearnResult)

@@ -13,6 +13,7 @@ from .._validation import MAX_COUNT
 from ..constraints import Constraint, Interval, Options
 from ..errors import ValidationError
 from ..hookspecs import hookimpl
+from ..metrics import ModelScorer, evaluate
 from .base import Aggregator
 
 logger = logging.getLogger(__name__)
@@ -97,8 +98,6 @@ class WeightedAggregator(Aggregator):
 
     def fit(self, ensemble: Any, data: Any) -> WeightedAggregator:
         """Compute each shard's validation NDCG@k and the softmax shard weights."""
-        from ..metrics import ModelScorer, evaluate
-
         if self.by != "validation":
             return self
         models = ensemble.shard_models

@@ -35,10 +35,10 @@ from tqdm.auto import tqdm
 
 from .._validation import MAX_BATCH, MAX_COUNT, MAX_SEED, MAX_STEPS, MAX_WIDTH, check_int
 from ..constraints import Bool, Constraint, Interval, Options, Strings, as_tuple
-from ..data import Interactions
+from ..data import IdMap, Interactions
 from ..errors import CheckpointError, ValidationError
 from ..hookspecs import hookimpl
-from ..models.sasrec import PAD, time_order, user_sequences
+from ..models.sasrec import PAD, SASRec, time_order, user_sequences
 from ..store import RunStore
 from .base import ForgetRequest, Unlearner, UnlearnResult
 
@@ -380,8 +380,6 @@ class DualMemoryModel:
         if self.user_ids is None or self.item_ids is None:
             raise ValidationError("bind_space(data) first: recommend() maps raw ids")
         k = check_int("k", k, 1, self.n_items)
-        from ..data import IdMap
-
         u = IdMap(self.user_ids, "user").index(np.asarray(list(users), dtype=object), "user")
         sc = self.scores(u).clone().cpu()
         if exclude_seen:
@@ -837,8 +835,6 @@ class DualMemory(Unlearner):
     # ------------------------------------------------------------------ inputs
     @staticmethod
     def _check_model(model: Any) -> None:
-        from ..models.sasrec import SASRec
-
         if not isinstance(model, SASRec):
             raise ValidationError(
                 f"dual-memory adapts a trained sisakit SASRec model, got {type(model).__name__}; "

@@ -29,7 +29,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from .. import plugins
+from .. import metrics, plugins
 from .._device import torch_generator
 from .._validation import MAX_COUNT, MAX_SEED, MAX_STEPS, check_float, check_int, short_repr
 from ..attackers.base import MAX_ATTACK_SEED
@@ -238,8 +238,6 @@ class PotAU(Unlearner):
         after; with ``eval_data=(train, test)`` also full-ranking NDCG/HR@K before and after;
         and the seconds spent (the attacks and evaluations excluded).
         """
-        from .. import metrics
-
         if not isinstance(request, AttributeRequest):
             raise ValidationError("pot-au takes an AttributeRequest(attribute=...)")
         self._validate()
