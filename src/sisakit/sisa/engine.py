@@ -4,7 +4,6 @@ package (see the "Architecture" page of the docs)."""
 from __future__ import annotations
 
 import copy
-import functools
 import logging
 import os
 import shutil
@@ -39,21 +38,6 @@ from .view import EnsembleView
 __all__ = ["SISA", "parameters_equal"]
 
 logger = logging.getLogger(__name__)
-
-
-def _changes_run(method: Any) -> Any:
-    """Run a method that changes a fitted run under the run lock, after catching up with the
-    disk and finishing pending deletion requests (so no other process's update is lost)."""
-
-    @functools.wraps(method)
-    def wrapper(self: SISA, *args: Any, **kwargs: Any) -> Any:
-        self._require_fitted()
-        self._refuse_derived("repartition")
-        with self._durable.locked():
-            self._durable.finish_pending()
-            return method(self, *args, **kwargs)
-
-    return wrapper
 
 
 class SISA:
@@ -287,7 +271,6 @@ class SISA:
         return loading.finish_fit(cls, Path(workdir), device=device, progress=progress,
                                   lock_timeout=lock_timeout)
 
-    @_changes_run
     def repartition(self, *, seed: int | None = None) -> SISA:
         """Rebuild the partition from the remaining data and retrain every shard from scratch.
 
@@ -308,13 +291,18 @@ class SISA:
             If the model is not fitted or was derived, no records are left, or the sharder
             cannot partition them into ``n_shards`` non-empty shards.
         """
+        self._require_fitted()
+        self._refuse_derived("repartition")
         new_seed = self.seed if seed is None else check_int("seed", seed, 0, MAX_SEED)
-        if len(self._state.data) == 0:
-            raise ValidationError("no records are left to repartition; fit the run on new data")
-        config = self._rt.config.with_seed(new_seed)
-        state, index = operations.repartition_run(self._rt, self._state, config)
-        self._rt = self._rt.evolve(config=config)
-        self._install(state, index)
+        with self._durable.locked():  # after catching up and finishing pending requests
+            self._durable.finish_pending()
+            if len(self._state.data) == 0:
+                raise ValidationError("no records are left to repartition; fit the run on new "
+                                      "data")
+            config = self._rt.config.with_seed(new_seed)
+            state, index = operations.repartition_run(self._rt, self._state, config)
+            self._rt = self._rt.evolve(config=config)
+            self._install(state, index)
         return self
 
     # ------------------------------------------------------------------ loading

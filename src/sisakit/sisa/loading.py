@@ -289,8 +289,14 @@ def catch_up(self: SISA) -> None:
             f"config; reopen it with SISA.load({str(self.workdir)!r})")
     logger.info("%s changed on disk (generation %s -> %s): reloading it first", self.workdir,
                 state.generation, manifest.get("generation"))
-    fresh = type(self).load(self.workdir, device=str(self.device), progress=self.progress,
-                            resume=False)
-    self._rt = self._rt.evolve(config=fresh._rt.config)
-    repo.needs_sweep = fresh._rt.repo.needs_sweep
-    self._install(fresh._state, fresh._index)
+    try:  # the same run (checked above) but perhaps repartitioned with another seed
+        rt = self._rt.evolve(config=self._rt.config.with_seed(int(manifest["config"]["seed"])))
+        new = read_state(rt, manifest)
+    except (CheckpointError, PluginError):
+        raise
+    except (SisakitError, KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+        raise _damaged(repo.root, exc, "restore the run directory from a backup or re-fit"
+                       ) from exc
+    self._rt = rt
+    repo.needs_sweep = repo.store.has_unlisted(new.files)
+    self._install(new, ShardIndex.build(new, rt.config.seed))
