@@ -1216,9 +1216,10 @@ class ExecutorContract:
         return make_interactions()
 
     @pytest.fixture(scope="class")
-    def executor(self) -> Iterator[Executor]:
+    @classmethod
+    def executor(cls) -> Iterator[Executor]:
         """The executor under test, started once per test class and closed after it."""
-        ex = self.make_executor()
+        ex = cls().make_executor()  # a class-scoped fixture is a classmethod (pytest >= 9.1)
         ex.start()
         try:
             yield ex

@@ -58,7 +58,12 @@ class Aggregator(Component, ABC):
         return type(self).aggregate is Aggregator.aggregate
 
     def fit(self, ensemble: Any, data: Any) -> Aggregator:
-        """Fit on a trained ensemble and its training data (no-op by default)."""
+        """Fit on a trained ensemble and its training data (no-op by default).
+
+        ``ensemble`` is a :class:`~sisakit.sisa.EnsembleView` (``shard_models``,
+        ``shard_counts()``, ``seed``, ``device``, ``assignment``); the engine calls this under
+        the run's thread and determinism settings and refits from scratch after every forget.
+        """
         return self
 
     @abstractmethod
