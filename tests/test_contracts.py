@@ -207,6 +207,56 @@ class TestSisaUnlearner(UnlearnerContract):
         return sisakit.SISA(**self.config).fit(self.data().without(users=request.users))
 
 
+class TestRetrainUnlearner(TestSisaUnlearner):
+    """The gold ``retrain`` on a SISA run: the sisa unlearner's tests, and the same bits."""
+
+    component = ("unlearner", "retrain")
+
+    def make_unlearner(self):
+        return plugins.get("unlearner", "retrain")()
+
+    def test_input_run_is_left_unchanged(self):
+        model = self.make_model()
+        before = model.parameters()
+        result = self.make_unlearner().unlearn(model, self.make_request(model))
+        assert result.model is not model and result.report.method == "retrain"
+        assert all(torch.equal(a[k], b[k]) for a, b in zip(before, model.parameters(),
+                                                           strict=True) for k in a)
+        assert not model.is_forgotten(self.make_request(model).users[0])
+
+
+class TestRetrainPlainModel(UnlearnerContract):
+    """``retrain`` of a plain shard model: trains a clone on ``context.data`` minus the request."""
+
+    def make_unlearner(self):
+        return plugins.get("unlearner", "retrain")()
+
+    def make_model(self):
+        self._data = make_interactions(n_users=40, n_items=20, n=300, seed=2)
+        return sisakit.models.BPRMF(factors=4, device="cpu").fit(self._data, epochs=2)
+
+    def make_request(self, model):
+        return sisakit.ForgetRequest(users=[self._data.user_ids[5]])
+
+    def make_context(self, model):
+        return sisakit.UnlearnContext(data=self._data, epochs=2, seed=0)
+
+    def test_result_is_a_fresh_fit_without_the_user(self):
+        model = self.make_model()
+        request = self.make_request(model)
+        a = self.make_unlearner().unlearn(model, request, context=self.make_context(model))
+        b = self.make_unlearner().unlearn(model, request, context=self.make_context(model))
+        assert all(torch.equal(a.model.state_dict()[k], b.model.state_dict()[k])
+                   for k in a.model.state_dict())  # deterministic for a seed
+        assert a.report.exact and a.report["records_left"] == len(
+            self._data.without(users=request.users))
+
+    def test_needs_data_and_epochs(self):
+        model = self.make_model()
+        with pytest.raises(sisakit.ValidationError, match="UnlearnContext"):
+            self.make_unlearner().unlearn(model, self.make_request(model))
+
+
 class TestPotAUContract(UnlearnerContract):
     component = ("unlearner", "pot-au")
     cfg: ClassVar[dict] = {"factors": 8, "batch_size": 256, "device": "cpu"}

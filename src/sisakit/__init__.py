@@ -43,7 +43,9 @@ from .unlearners.base import (
     AttributeRequest,
     ForgetReport,
     ForgetRequest,
+    UnlearnContext,
     Unlearner,
+    UnlearnReport,
     UnlearnResult,
 )
 
@@ -66,6 +68,8 @@ __all__ = [
     "Sharder",
     "SisakitError",
     "UnknownIdError",
+    "UnlearnContext",
+    "UnlearnReport",
     "UnlearnResult",
     "Unlearner",
     "ValidationError",

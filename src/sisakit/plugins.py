@@ -59,6 +59,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "sisakit.aggregators.proto",
     "sisakit.aggregators.foldin",
     "sisakit.unlearners.sisa",
+    "sisakit.unlearners.retrain",
     "sisakit.unlearners.potau",
     "sisakit.unlearners.dual_memory",
     "sisakit.attackers.attribute",

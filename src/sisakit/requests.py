@@ -4,15 +4,16 @@ ledger), the engine and the unlearner plugins all share, so none of them imports
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
-from .data import canonical_id
+from .data import Interactions, canonical_id
 from .errors import ValidationError
 
-__all__ = ["AttributeRequest", "ForgetReport", "ForgetRequest", "UnlearnResult"]
+__all__ = ["AttributeRequest", "ForgetReport", "ForgetRequest", "UnlearnContext",
+           "UnlearnReport", "UnlearnResult"]
 
 
 def _as_tuple(values: Any, what: str) -> tuple:
@@ -126,3 +127,104 @@ class UnlearnResult:
 
     model: Any
     report: Any
+
+
+@dataclass(frozen=True)
+class UnlearnContext:
+    """What an unlearner may need besides the model and the request: one object for every
+    method, so code can call any :class:`~sisakit.Unlearner` the same way
+    (``unlearn(model, request, context=...)``). A method ignores what it does not use.
+
+    Attributes
+    ----------
+    data : Interactions, optional
+        The records the model was trained on (for models that do not carry their data).
+    held_out : Interactions, optional
+        Records the model never trained on (e.g. to calibrate ``dual-memory``).
+    eval_data : (train, test) Interactions, optional
+        A split to evaluate the model before and after (reports only).
+    k : tuple of int
+        Ranking cut-offs of those evaluations.
+    seed : int
+        Seed of any randomness the method has of its own (e.g. ``retrain`` of a plain model).
+    epochs : int, optional
+        Training epochs, for methods that (re)train a plain model (``retrain``).
+    """
+
+    data: Any = None
+    held_out: Any = None
+    eval_data: tuple[Any, Any] | None = None
+    k: tuple[int, ...] = (10, 20)
+    seed: int = 0
+    epochs: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("data", "held_out"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, Interactions):
+                raise ValidationError(f"{name} must be non-empty sisakit.Interactions in the "
+                                      f"model's id space, got {type(value).__name__}")
+        if self.eval_data is not None and (
+                not isinstance(self.eval_data, tuple) or len(self.eval_data) != 2
+                or not all(isinstance(d, Interactions) for d in self.eval_data)):
+            raise ValidationError("context.eval_data must be a (train, test) pair of "
+                                  "sisakit.Interactions")
+        if isinstance(self.k, (int, np.integer)) and not isinstance(self.k, bool):
+            object.__setattr__(self, "k", (int(self.k),))
+        if not isinstance(self.k, tuple) or not self.k or not all(
+                isinstance(x, (int, np.integer)) and not isinstance(x, bool) and x >= 1
+                for x in self.k):
+            raise ValidationError(f"context.k must be positive cut-offs, e.g. (10, 20), got "
+                                  f"{self.k!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or \
+                self.seed < 0:
+            raise ValidationError(f"context.seed must be a non-negative integer, got "
+                                  f"{self.seed!r}")
+        if self.epochs is not None and (isinstance(self.epochs, bool) or not isinstance(
+                self.epochs, (int, np.integer)) or self.epochs < 1):
+            raise ValidationError(f"context.epochs must be a positive integer or None, got "
+                                  f"{self.epochs!r}")
+
+    def merged(self, **legacy: Any) -> UnlearnContext:
+        """This context with the given (non-None) fields replaced: how the keyword forms of
+        older ``unlearn`` signatures map onto the one context."""
+        return replace(self, **{k: v for k, v in legacy.items() if v is not None})
+
+
+@dataclass
+class UnlearnReport:
+    """What an unlearning method did and what it cost (``as_dict()`` is JSON-serialisable).
+
+    Attributes
+    ----------
+    method : str
+        The unlearner's registered name.
+    exact : bool
+        Whether the result equals retraining without the data.
+    seconds, cpu_seconds : float
+        Wall and CPU time of the unlearning itself.
+    removed : dict of str to int
+        What was removed, counted by kind (``users``, ``interactions``, ``items``, ``records``).
+    work_fraction : float or None
+        Retraining work as a share of training from scratch, where it is meaningful.
+    details : dict
+        Method-specific named fields; also readable as ``report["name"]``.
+    """
+
+    method: str
+    exact: bool
+    seconds: float = 0.0
+    cpu_seconds: float = 0.0
+    removed: dict[str, int] = field(default_factory=dict)
+    work_fraction: float | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def __getitem__(self, key: str) -> Any:
+        if key in self.details:
+            return self.details[key]
+        if key in {f for f in self.__dataclass_fields__}:
+            return getattr(self, key)
+        raise KeyError(key)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)

@@ -45,7 +45,8 @@ from .models.base import ShardModel
 from .sharders.base import Sharder
 from .sisa import SISA, parameters_equal
 from .store import RunStore
-from .unlearners.base import Unlearner, UnlearnResult
+from .unlearners.base import UnlearnContext, Unlearner, UnlearnResult
+from .unlearners.retrain import RetrainUnlearner
 
 __all__ = [
     "AggregatorContract",
@@ -983,10 +984,13 @@ class UnlearnerContract:
     """Contract tests for :class:`~sisakit.Unlearner` implementations.
 
     Provide :meth:`make_unlearner`, :meth:`make_model` (a fitted model it accepts) and
-    :meth:`make_request` (a request for that model). Checks: ``unlearn`` returns an
+    :meth:`make_request` (a request for that model), and :meth:`make_context` if the method
+    needs one. Checks: the one call shape ``unlearn(model, request, context=...)`` returns an
     :class:`~sisakit.UnlearnResult` with a report; an approximate unlearner (``exact = False``)
-    leaves its input model bit-for-bit unchanged; an exact unlearner's result equals
-    :meth:`reference` (a model trained without the data) when the subclass provides one.
+    leaves its input model bit-for-bit unchanged; an exact unlearner's result equals the
+    ``retrain`` unlearner's on a SISA run, and :meth:`reference` (a model trained without the
+    data) when the subclass provides one; a request that is not a request, or a context that
+    is not an :class:`~sisakit.UnlearnContext`, raises a :class:`~sisakit.SisakitError`.
     """
 
     def make_unlearner(self) -> Any:
@@ -1002,12 +1006,51 @@ class UnlearnerContract:
         """A model trained from scratch without the request's data (exact unlearners)."""
         return None
 
+    def make_context(self, model: Any) -> UnlearnContext | None:
+        """The :class:`~sisakit.UnlearnContext` the method needs for ``model`` (default:
+        None)."""
+        return None
+
+    def test_generic_call_with_context(self) -> None:
+        """Every unlearner takes ``context=`` (an empty one when it needs nothing)."""
+        model = self.make_model()
+        context = self.make_context(model) or UnlearnContext()
+        result = self.make_unlearner().unlearn(model, self.make_request(model), context=context)
+        assert isinstance(result, UnlearnResult) and result.report is not None
+
+    def test_bad_request_raises_a_sisakit_error(self) -> None:
+        model = self.make_model()
+        with pytest.raises(SisakitError):
+            self.make_unlearner().unlearn(model, "forget user 3, please",
+                                          context=self.make_context(model))
+
+    def test_bad_context_raises_a_sisakit_error(self) -> None:
+        model = self.make_model()
+        with pytest.raises(SisakitError):
+            self.make_unlearner().unlearn(model, self.make_request(model),
+                                          context={"data": "not a context"})
+
+    def test_exact_unlearner_equals_retrain(self) -> None:
+        """On a SISA run, an exact method's result equals the gold ``retrain`` bit for bit."""
+        unlearner = self.make_unlearner()
+        if not unlearner.exact:
+            pytest.skip("approximate unlearner")
+        model = self.make_model()
+        if not isinstance(model, SISA):
+            pytest.skip("retrain's bit-for-bit reference is defined for SISA runs")
+        request = self.make_request(model)
+        gold = RetrainUnlearner().unlearn(model, request).model  # before: the exact may edit
+        result = unlearner.unlearn(model, request, context=self.make_context(model))
+        same, n = parameters_equal(result.model, gold)
+        assert same and n > 0, "exact unlearning differs from retraining without the data"
+
     def test_is_an_unlearner(self) -> None:
         assert isinstance(self.make_unlearner(), Unlearner)
 
     def test_returns_result_with_report(self) -> None:
         model = self.make_model()
-        result = self.make_unlearner().unlearn(model, self.make_request(model))
+        result = self.make_unlearner().unlearn(model, self.make_request(model),
+                                               context=self.make_context(model))
         assert isinstance(result, UnlearnResult)
         assert result.model is not None and result.report is not None
 
@@ -1017,7 +1060,8 @@ class UnlearnerContract:
             pytest.skip("exact unlearner: may update its model in place, durably")
         model = self.make_model()
         before = _snapshot_model(model)
-        result = unlearner.unlearn(model, self.make_request(model))
+        result = unlearner.unlearn(model, self.make_request(model),
+                                   context=self.make_context(model))
         assert result.model is not model, "an approximate unlearner must return a new model"
         for a, b in zip(before, _snapshot_model(model), strict=True):
             _assert_same_state(a, b, "the input model after unlearn()")
@@ -1031,7 +1075,7 @@ class UnlearnerContract:
         ref = self.reference(request)
         if ref is None:
             pytest.skip("no reference model provided")
-        result = unlearner.unlearn(model, request)
+        result = unlearner.unlearn(model, request, context=self.make_context(model))
         for a, b in zip(_snapshot_model(result.model), _snapshot_model(ref), strict=True):
             _assert_same_state(a, b, "exact unlearning vs the scratch reference")
 

@@ -28,7 +28,7 @@ from ..sharders.base import Sharder
 from . import loading, operations, serving
 from .config import SISAConfig
 from .durability import Durability, EngineHooks, check_lock_timeout
-from .forgetting import resolve
+from .forgetting import plan_forget, resolve
 from .repository import Repository
 from .runtime import build_runtime
 from .serving import ShardIndex
@@ -405,6 +405,24 @@ class SISA:
         """Requests received but not yet applied, oldest first: ``request``, ``time``,
         ``kinds`` and ``counts`` (never raw ids)."""
         return self._durable.pending_requests()
+
+    def remaining(self, request: ForgetRequest) -> tuple[Interactions, tuple[np.ndarray,
+                                                                          np.ndarray]]:
+        """The training data a forget of ``request`` would leave, and its stored ``(shard,
+        slice)`` assignment, without forgetting anything: what a retrain reference fits on
+        (``SISA(...).fit(data, assignment=assignment)`` equals the forget bit for bit).
+
+        Raises
+        ------
+        UnknownIdError
+            If an id is unknown.
+        """
+        state = self._fitted_state()
+        if not isinstance(request, ForgetRequest):
+            raise ValidationError(f"request must be a sisakit.ForgetRequest, got "
+                                  f"{type(request).__name__}")
+        plan = plan_forget(state, self._resolve(request), self.n_slices)
+        return plan.data, (plan.shard, plan.slice)
 
     def is_forgotten(self, user: Any = None, *, item: Any = None) -> bool:
         """Whether a raw user (or item) id was forgotten in this run."""

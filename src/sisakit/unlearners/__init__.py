@@ -1,8 +1,18 @@
 """Unlearners: remove data from a trained model. Built-ins live in this package."""
 
-from .base import AttributeRequest, ForgetReport, ForgetRequest, Unlearner, UnlearnResult
+from .base import (
+    AttributeRequest,
+    ForgetReport,
+    ForgetRequest,
+    UnlearnContext,
+    Unlearner,
+    UnlearnReport,
+    UnlearnResult,
+    as_context,
+)
 from .dual_memory import DualMemory, DualMemoryModel
 from .potau import PotAU
+from .retrain import RetrainUnlearner
 from .sisa import SisaUnlearner
 
 __all__ = [
@@ -12,7 +22,11 @@ __all__ = [
     "ForgetReport",
     "ForgetRequest",
     "PotAU",
+    "RetrainUnlearner",
     "SisaUnlearner",
+    "UnlearnContext",
+    "UnlearnReport",
     "UnlearnResult",
     "Unlearner",
+    "as_context",
 ]

@@ -40,7 +40,7 @@ from ..errors import CheckpointError, ValidationError
 from ..hookspecs import hookimpl
 from ..models.sasrec import PAD, SASRec, time_order, user_sequences
 from ..store import RunStore
-from .base import ForgetRequest, Unlearner, UnlearnResult
+from .base import ForgetRequest, UnlearnContext, Unlearner, UnlearnResult, as_context
 
 logger = logging.getLogger(__name__)
 
@@ -879,6 +879,7 @@ class DualMemory(Unlearner):
 
     # ------------------------------------------------------------------ training
     def unlearn(self, model: Any, request: ForgetRequest, *,
+                context: UnlearnContext | None = None,
                 data: Interactions | None = None,
                 held_out: Interactions | None = None) -> UnlearnResult:
         """Train a side memory and a router that forget ``request``; ``model`` is not modified.
@@ -889,6 +890,9 @@ class DualMemory(Unlearner):
             The trained main model.
         request : ForgetRequest
             Users and/or (user, item) interactions, by raw id.
+        context : UnlearnContext, optional
+            ``context.data`` and ``context.held_out`` are the two arguments below (the
+            keyword forms are the older spelling and win when both are given).
         data : Interactions, optional
             The records ``model`` was trained on (default: ``model.data`` when it exists).
         held_out : Interactions, optional
@@ -916,6 +920,8 @@ class DualMemory(Unlearner):
             Unknown users or items.
         """
         t0, c0 = time.perf_counter(), time.process_time()
+        ctx = as_context(context, data=data, held_out=held_out)
+        data, held_out = ctx.data, ctx.held_out
         cfg = self.settings()  # validates the parameters
         self._check_model(model)
         data, remove = self._resolve(model, request, data)

@@ -38,7 +38,7 @@ from ..data import canonical_id, labelled
 from ..errors import ValidationError
 from ..hookspecs import hookimpl
 from ..sisa import SISA
-from .base import AttributeRequest, Unlearner, UnlearnResult
+from .base import AttributeRequest, UnlearnContext, Unlearner, UnlearnResult, as_context
 
 logger = logging.getLogger(__name__)
 
@@ -230,14 +230,18 @@ class PotAU(Unlearner):
 
     # ------------------------------------------------------------------ public
     def unlearn(self, model: Any, request: AttributeRequest, *,
-                eval_data: tuple[Any, Any] | None = None, k: tuple[int, ...] = (10, 20)
+                context: UnlearnContext | None = None,
+                eval_data: tuple[Any, Any] | None = None, k: tuple[int, ...] | None = None
                 ) -> UnlearnResult:
         """Return a new model whose user embeddings hide ``request.attribute``.
 
         The report holds, for every attacker in ``attackers``, AUC and accuracy before and
-        after; with ``eval_data=(train, test)`` also full-ranking NDCG/HR@K before and after;
-        and the seconds spent (the attacks and evaluations excluded).
+        after; with ``context.eval_data=(train, test)`` also full-ranking NDCG/HR@K (at
+        ``context.k``) before and after; and the seconds spent (the attacks and evaluations
+        excluded). ``eval_data=`` and ``k=`` are the older spelling of those context fields.
         """
+        ctx = as_context(context, eval_data=eval_data, k=k)
+        eval_data, k = ctx.eval_data, ctx.k
         if not isinstance(request, AttributeRequest):
             raise ValidationError("pot-au takes an AttributeRequest(attribute=...)")
         self._validate()

@@ -7,7 +7,14 @@ from typing import Any
 from ..errors import ValidationError
 from ..hookspecs import hookimpl
 from ..sisa import SISA
-from .base import AttributeRequest, ForgetRequest, Unlearner, UnlearnResult
+from .base import (
+    AttributeRequest,
+    ForgetRequest,
+    UnlearnContext,
+    Unlearner,
+    UnlearnResult,
+    as_context,
+)
 
 
 class SisaUnlearner(Unlearner):
@@ -23,7 +30,9 @@ class SisaUnlearner(Unlearner):
     def __init__(self) -> None:
         pass
 
-    def unlearn(self, model: Any, request: ForgetRequest | AttributeRequest) -> UnlearnResult:
+    def unlearn(self, model: Any, request: ForgetRequest | AttributeRequest, *,
+                context: UnlearnContext | None = None) -> UnlearnResult:
+        as_context(context)  # validated; an exact forget needs nothing from it
         if not isinstance(model, SISA):
             raise ValidationError(
                 f"the sisa unlearner works on sisakit.SISA models, got {type(model).__name__}; "
