@@ -226,5 +226,22 @@ class UnlearnReport:
             return getattr(self, key)
         raise KeyError(key)
 
+    def __contains__(self, key: object) -> bool:
+        return key in self.details or key in self.__dataclass_fields__
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """``report[key]`` or ``default``."""
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
+    def __getattr__(self, name: str) -> Any:
+        # Method-specific fields read as attributes too (e.g. sisa's ``records_removed``).
+        details = self.__dict__.get("details")
+        if details is not None and name in details:
+            return details[name]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -25,6 +25,7 @@ This module imports :mod:`pytest`; ``import sisakit`` never imports it.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import time
 from collections.abc import Iterator, Mapping
@@ -34,18 +35,19 @@ import numpy as np
 import pytest
 import torch
 
+from . import plugins
 from ._device import deterministic, torch_threads
 from .aggregators.base import Aggregator
 from .attackers.base import Attacker, AttackResult
 from .data import Interactions
-from .errors import SisakitError, ValidationError
+from .errors import PluginError, SisakitError, ValidationError
 from .executors.base import Executor
 from .influence.base import InfluenceMeasure
 from .models.base import ShardModel
 from .sharders.base import Sharder
 from .sisa import SISA, parameters_equal
 from .store import RunStore
-from .unlearners.base import UnlearnContext, Unlearner, UnlearnResult
+from .unlearners.base import UnlearnContext, Unlearner, UnlearnReport, UnlearnResult
 from .unlearners.retrain import RetrainUnlearner
 
 __all__ = [
@@ -1017,6 +1019,21 @@ class UnlearnerContract:
         context = self.make_context(model) or UnlearnContext()
         result = self.make_unlearner().unlearn(model, self.make_request(model), context=context)
         assert isinstance(result, UnlearnResult) and result.report is not None
+
+    def test_report_is_typed_and_json_serialisable(self) -> None:
+        """The report is an :class:`~sisakit.UnlearnReport` with the common fields filled in."""
+        unlearner = self.make_unlearner()
+        model = self.make_model()
+        report = unlearner.unlearn(model, self.make_request(model),
+                                   context=self.make_context(model)).report
+        assert isinstance(report, UnlearnReport), f"report is a {type(report).__name__}"
+        assert report.exact == unlearner.exact, "report.exact must match the unlearner's"
+        assert report.seconds >= 0 and report.cpu_seconds >= 0
+        try:
+            assert report.method == plugins.name_of("unlearner", unlearner)
+        except PluginError:  # an unregistered unlearner under test: any name will do
+            assert isinstance(report.method, str) and report.method
+        json.dumps(report.as_dict())  # raises TypeError if a field is not a JSON value
 
     def test_bad_request_raises_a_sisakit_error(self) -> None:
         model = self.make_model()

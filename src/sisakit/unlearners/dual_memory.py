@@ -40,7 +40,14 @@ from ..errors import CheckpointError, ValidationError
 from ..hookspecs import hookimpl
 from ..models.sasrec import PAD, SASRec, time_order, user_sequences
 from ..store import RunStore
-from .base import ForgetRequest, UnlearnContext, Unlearner, UnlearnResult, as_context
+from .base import (
+    ForgetRequest,
+    UnlearnContext,
+    Unlearner,
+    UnlearnReport,
+    UnlearnResult,
+    as_context,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -1029,7 +1036,10 @@ class DualMemory(Unlearner):
         logger.info("dual-memory (%s): %d records of %d users forgotten in %.1fs",
                     self.preset, report["records_forgotten"], report["forget_users"],
                     report["seconds"])
-        return UnlearnResult(model=result, report=report)
+        return UnlearnResult(model=result, report=UnlearnReport(
+            method="dual-memory", exact=False, seconds=report["seconds"],
+            cpu_seconds=report["cpu_seconds"], details=report,
+            removed={"users": len(forget_users), "records": int(remove.sum())}))
 
     def _step(self, model: Any, side: nn.Module, fw: torch.Tensor, ff: torch.Tensor,
               rw: torch.Tensor, inactive_idx: torch.Tensor, kl_mask: torch.Tensor,

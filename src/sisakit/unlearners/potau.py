@@ -38,7 +38,14 @@ from ..data import canonical_id, labelled
 from ..errors import ValidationError
 from ..hookspecs import hookimpl
 from ..sisa import SISA
-from .base import AttributeRequest, UnlearnContext, Unlearner, UnlearnResult, as_context
+from .base import (
+    AttributeRequest,
+    UnlearnContext,
+    Unlearner,
+    UnlearnReport,
+    UnlearnResult,
+    as_context,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -245,7 +252,7 @@ class PotAU(Unlearner):
         if not isinstance(request, AttributeRequest):
             raise ValidationError("pot-au takes an AttributeRequest(attribute=...)")
         self._validate()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         shard_models = model.shard_models if isinstance(model, SISA) else [model]
         n_users = int(getattr(model, "n_users", 0) or shard_models[0].n_users)
         labels = self._labels(model, request, n_users)
@@ -277,6 +284,7 @@ class PotAU(Unlearner):
             after_emb[rows] = edited.float()
             report.setdefault("losses", {})[str(s)] = losses
         report["seconds"] = time.perf_counter() - t0 - attack_seconds
+        cpu_seconds = time.process_time() - c0
         report["attack_after"] = self._attack(after_emb.numpy(), codes_all)
         derived = (model.derive(new_models, by="pot-au") if isinstance(model, SISA)
                    else new_models[0])
@@ -288,7 +296,9 @@ class PotAU(Unlearner):
                                              if key.startswith(("ndcg@", "hr@"))}
         logger.info("pot-au on %r: attacks %s -> %s", request.attribute,
                     report["attack_before"], report["attack_after"])
-        return UnlearnResult(model=derived, report=report)
+        return UnlearnResult(model=derived, report=UnlearnReport(
+            method="pot-au", exact=False, seconds=report["seconds"], cpu_seconds=cpu_seconds,
+            removed={"attribute_users": int(report["users"])}, details=report))
 
     @staticmethod
     def _embeddings(models: list[Any], users: np.ndarray, owner: np.ndarray) -> torch.Tensor:

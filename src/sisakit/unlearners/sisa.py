@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from ..errors import ValidationError
@@ -12,6 +13,7 @@ from .base import (
     ForgetRequest,
     UnlearnContext,
     Unlearner,
+    UnlearnReport,
     UnlearnResult,
     as_context,
 )
@@ -43,8 +45,11 @@ class SisaUnlearner(Unlearner):
                 "the sisa unlearner takes a ForgetRequest(users=..., interactions=..., items=...);"
                 " attribute unlearning needs an attribute unlearner such as 'pot-au'"
             )
-        report = model.forget_request(request)  # ledgered and locked, like SISA.forget
-        return UnlearnResult(model=model, report=report)
+        forget = model.forget_request(request)  # ledgered and locked, like SISA.forget
+        return UnlearnResult(model=model, report=UnlearnReport(
+            method="sisa", exact=True, seconds=forget.seconds, cpu_seconds=forget.cpu_seconds,
+            removed={"records": forget.records_removed}, work_fraction=forget.work_fraction,
+            details=dataclasses.asdict(forget)))
 
 
 @hookimpl
