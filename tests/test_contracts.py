@@ -257,6 +257,45 @@ class TestRetrainPlainModel(UnlearnerContract):
             self.make_unlearner().unlearn(model, self.make_request(model))
 
 
+class TestFineTuneUnlearner(UnlearnerContract):
+    component = ("unlearner", "finetune")
+
+    def make_unlearner(self):
+        return plugins.get("unlearner", "finetune")(epochs=1)
+
+    def make_model(self):
+        self._data = make_interactions(n_users=40, n_items=20, n=300, seed=3)
+        return sisakit.models.BPRMF(factors=4, device="cpu").fit(self._data, epochs=2)
+
+    def make_request(self, model):
+        return sisakit.ForgetRequest(users=[self._data.user_ids[4]])
+
+    def make_context(self, model):
+        return sisakit.UnlearnContext(data=self._data, seed=0)
+
+    def test_trains_on_the_retained_data_only_and_is_deterministic(self):
+        model = self.make_model()
+        request, ctx = self.make_request(model), self.make_context(model)
+        a = self.make_unlearner().unlearn(model, request, context=ctx)
+        b = self.make_unlearner().unlearn(model, request, context=ctx)
+        assert all(torch.equal(a.model.state_dict()[k], b.model.state_dict()[k])
+                   for k in a.model.state_dict())
+        assert any(not torch.equal(a.model.state_dict()[k], model.state_dict()[k])
+                   for k in a.model.state_dict()), "finetune must change the model"
+        retain = self._data.without(users=request.users)
+        assert a.report["retained_records"] == len(retain)
+        assert a.report.removed == {"records": len(self._data) - len(retain)}
+
+    def test_refuses_unsupported_models_and_missing_data(self):
+        model = self.make_model()
+        with pytest.raises(sisakit.ValidationError, match="UnlearnContext"):
+            self.make_unlearner().unlearn(model, self.make_request(model))
+        run = sisakit.SISA(**TestSisaUnlearner.config).fit(self._data)
+        with pytest.raises(sisakit.ValidationError, match="bpr-mf, ials, ncf"):
+            self.make_unlearner().unlearn(run, self.make_request(model),
+                                          context=self.make_context(model))
+
+
 class TestPotAUContract(UnlearnerContract):
     component = ("unlearner", "pot-au")
     cfg: ClassVar[dict] = {"factors": 8, "batch_size": 256, "device": "cpu"}

@@ -60,6 +60,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "sisakit.aggregators.foldin",
     "sisakit.unlearners.sisa",
     "sisakit.unlearners.retrain",
+    "sisakit.unlearners.approximate",
     "sisakit.unlearners.potau",
     "sisakit.unlearners.dual_memory",
     "sisakit.attackers.attribute",

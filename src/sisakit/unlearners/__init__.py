@@ -1,5 +1,6 @@
 """Unlearners: remove data from a trained model. Built-ins live in this package."""
 
+from .approximate import ApproximateUnlearner, FineTune
 from .base import (
     AttributeRequest,
     ForgetReport,
@@ -16,9 +17,11 @@ from .retrain import RetrainUnlearner
 from .sisa import SisaUnlearner
 
 __all__ = [
+    "ApproximateUnlearner",
     "AttributeRequest",
     "DualMemory",
     "DualMemoryModel",
+    "FineTune",
     "ForgetReport",
     "ForgetRequest",
     "PotAU",
