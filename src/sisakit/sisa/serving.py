@@ -26,10 +26,10 @@ class ShardIndex:
 
     counts: torch.Tensor
     item_counts: np.ndarray
+    data: Any = field(default=None, repr=False)  # the state's data (for the seen-items CSR)
     item_seen: torch.Tensor = field(init=False)
     popularity: torch.Tensor = field(init=False)
     _seen_csr: Any = field(default=None, init=False, repr=False)
-    _data: Any = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.item_seen = torch.from_numpy(self.item_counts > 0)
@@ -61,15 +61,13 @@ class ShardIndex:
             counts, items = previous.counts.clone(), previous.item_counts.copy()
             np.subtract.at(counts.numpy(), (r_shard, r_user), 1.0)
             np.subtract.at(items, (r_shard, r_item), 1)
-        index = cls(counts, items)
-        index._data = d
-        return index
+        return cls(counts, items, d)
 
     @property
     def seen_csr(self) -> Any:
         """Users' training items as a CSR matrix (built on first use)."""
         if self._seen_csr is None:
-            self._seen_csr = self._data.to_csr()
+            self._seen_csr = self.data.to_csr()
         return self._seen_csr
 
 
