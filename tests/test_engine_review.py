@@ -246,3 +246,48 @@ def test_refit_of_a_private_run_is_allowed(data):
     model.fit(data.without(users=[data.user_ids[0]]))
     assert len(model.data) < len(data)
     assert parameters_equal(model, make().fit(data.without(users=[data.user_ids[0]])))[0]
+
+
+# ------------------------------------------------------- the commit point (review of #18)
+def test_numpy_integer_counts_are_accepted(data):
+    run = make(n_shards=np.int64(2), n_slices=np.int32(2), seed=np.int64(1)).fit(data)
+    assert type(run.n_shards) is int and run.config["n_slices"] == 2 and run.seed == 1
+
+
+def _interrupt_after_the_swap(monkeypatch):
+    from sisakit.store import RunStore
+
+    def interrupt(self, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(RunStore, "remove_files", interrupt)
+    monkeypatch.setattr(RunStore, "remove_unlisted", interrupt)
+
+
+def test_an_interrupt_after_the_manifest_swap_keeps_the_committed_forget(data, tmp_path,
+                                                                        monkeypatch):
+    run = make(workdir=tmp_path / "run").fit(data)
+    user = data.user_ids[5]
+    _interrupt_after_the_swap(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        run.forget(users=[user], request_id="r-1")
+    monkeypatch.undo()
+    assert run.is_forgotten(user), "the object must hold the state the manifest committed"
+    reopened = sisakit.SISA.load(tmp_path / "run", device="cpu")  # no staged file was removed
+    assert reopened.is_forgotten(user) and parameters_equal(reopened, run)[0]
+    assert sisakit.ledger.DeletionLedger(tmp_path / "run").state("r-1") == "applied"
+
+
+def test_an_interrupted_batch_is_marked_applied_with_the_committed_generation(
+        data, tmp_path, monkeypatch):
+    run = make(workdir=tmp_path / "run").fit(data)
+    rids = [run.receive(users=[u]) for u in data.user_ids[:2]]
+    _interrupt_after_the_swap(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        run.apply_received(rids)
+    monkeypatch.undo()
+    ledger = sisakit.ledger.DeletionLedger(tmp_path / "run")
+    applied = [e for e in ledger.entries() if e["state"] == "applied"]
+    on_disk = sisakit.store.RunStore(tmp_path / "run").read_manifest()["generation"]
+    assert {e["request"] for e in applied} == set(rids)
+    assert {e["generation"] for e in applied} == {on_disk} == {run.generation}

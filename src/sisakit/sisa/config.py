@@ -79,11 +79,11 @@ class SISAConfig:
     threads_per_shard: int = 1
 
     def __post_init__(self) -> None:
-        check_int("n_shards", self.n_shards, 1, MAX_COUNT)
-        check_int("n_slices", self.n_slices, 1, MAX_COUNT)
-        check_int("epochs", self.epochs, 1, MAX_STEPS)
-        check_int("seed", self.seed, 0, MAX_SEED)
-        check_int("threads_per_shard", self.threads_per_shard, 1, MAX_THREADS)
+        for name, low, high in (("n_shards", 1, MAX_COUNT), ("n_slices", 1, MAX_COUNT),
+                                ("epochs", 1, MAX_STEPS), ("seed", 0, MAX_SEED),
+                                ("threads_per_shard", 1, MAX_THREADS)):
+            # stored as plain ints (a numpy integer is accepted, and the manifest is JSON)
+            object.__setattr__(self, name, check_int(name, getattr(self, name), low, high))
 
     @property
     def stage_epochs(self) -> int:

@@ -269,8 +269,9 @@ class Durability:
             try:
                 report = self.engine.apply(merged, todo[0], batch=todo)
             except BaseException:
-                if self._committed(todo[0], "requests", todo) is not None:
-                    self._mark_applied(todo)  # the manifest swap happened: they are applied
+                entry = self._committed(todo[0], "requests", todo)
+                if entry is not None:  # the manifest swap happened: they are applied
+                    self._mark_applied(todo, entry.get("generation"))
                 else:
                     logger.error("deletion requests %s stay pending: the batched forget failed",
                                  todo)
@@ -278,9 +279,10 @@ class Durability:
             self._mark_applied(todo)
             return report
 
-    def _mark_applied(self, todo: list[str]) -> None:
+    def _mark_applied(self, todo: list[str], generation: Any = None) -> None:
+        generation = self.engine.state().generation if generation is None else int(generation)
         for rid in todo:
-            self.ledger.mark_applied(rid, self.engine.state().generation, batch=todo[0])
+            self.ledger.mark_applied(rid, generation, batch=todo[0])
 
     def pending_requests(self) -> list[dict[str, Any]]:
         return [{k: e.get(k) for k in ("request", "time", "kinds", "counts")}

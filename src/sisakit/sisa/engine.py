@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from .. import plugins
+from .._device import resolve_device
 from .._validation import MAX_SEED, check_bool, check_int, check_path
 from ..aggregators.base import Aggregator
 from ..data import Interactions
@@ -135,7 +136,15 @@ class SISA:
     threads_per_shard = property(lambda self: self._rt.config.threads_per_shard,
                                  doc="Torch threads while a shard trains.")
     device = property(lambda self: self._rt.device, doc="The torch device of the run.")
-    progress = property(lambda self: self._rt.progress, doc="Whether bars are shown.")
+    @property
+    def progress(self) -> bool | None:
+        """Whether progress bars are shown (None: only on a terminal); assignable."""
+        return self._rt.progress
+
+    @progress.setter
+    def progress(self, value: bool | None) -> None:
+        self._rt = self._rt.evolve(progress=check_bool("progress", value, none=True))
+
     workdir = property(lambda self: self._rt.root, doc="The run directory.")
     model = property(lambda self: self._rt.model,
                      doc="The model template (each shard trains a clone).")
@@ -253,9 +262,9 @@ class SISA:
         self.workdir.mkdir(parents=True, exist_ok=True)
         with self._durable.hold():
             self._rt.repo.check_workdir(self.config, replace=replace)  # again, under the lock
-            state, index, self.fit_resumed = operations.fit_run(
-                self._rt, data, shard.astype(np.int64), slice_.astype(np.int64))
-        self._install(state, index)
+            *_, self.fit_resumed = operations.fit_run(
+                self._rt, data, shard.astype(np.int64), slice_.astype(np.int64),
+                install=self._install)  # installed at the manifest swap
         return self
 
     @classmethod
@@ -268,6 +277,10 @@ class SISA:
         reused), or None when there was nothing to train.
         """
         check_path("workdir", workdir)
+        resolve_device(device)  # the caller's mistakes, before anything is blamed on the run
+        check_bool("progress", progress, none=True)
+        if lock_timeout is not None:
+            lock_timeout = check_lock_timeout(lock_timeout)
         return loading.finish_fit(cls, Path(workdir), device=device, progress=progress,
                                   lock_timeout=lock_timeout)
 
@@ -300,9 +313,12 @@ class SISA:
                 raise ValidationError("no records are left to repartition; fit the run on new "
                                       "data")
             config = self._rt.config.with_seed(new_seed)
-            state, index = operations.repartition_run(self._rt, self._state, config)
-            self._rt = self._rt.evolve(config=config)
-            self._install(state, index)
+
+            def install(state: RunState, index: ShardIndex) -> None:  # at the manifest swap
+                self._rt = self._rt.evolve(config=config)
+                self._install(state, index)
+
+            operations.repartition_run(self._rt, self._state, config, install=install)
         return self
 
     # ------------------------------------------------------------------ loading
@@ -461,6 +477,7 @@ class SISA:
         if len(models) != self.n_shards:
             raise ValidationError(f"derive() needs {self.n_shards} shard models, got {len(models)}")
         other = copy.copy(self)
+        other._durable = copy.copy(self._durable)  # its own lock timeout and lock depth
         other._state = state.evolve(models=tuple(models))
         other.derived_by = by
         return other
@@ -502,11 +519,16 @@ class SISA:
             raise ValidationError("this SISA model is not fitted yet; call fit(data) first")
 
     def _refuse_derived(self, verb: str = "forget") -> None:
-        if self.derived_by is not None:
+        if self.derived_by is None:
+            return
+        if verb == "forget":
             raise ValidationError(
-                f"this model was derived by {self.derived_by}; to {verb} on it would restore "
-                f"checkpoints and silently undo that edit. {verb.capitalize()} on the original "
-                "model (reopen it with SISA.load), then apply the edit again")
+                f"this model was derived by {self.derived_by}; forgetting on it would restore "
+                "checkpoints and silently undo that edit. Forget on the original model (reopen "
+                "it with SISA.load), then apply the edit again")
+        raise ValidationError(
+            f"this model was derived by {self.derived_by} and its edit lives only in memory; "
+            f"{verb} the original run (reopen it with SISA.load), then apply the edit again")
 
     def _install(self, state: RunState, index: ShardIndex) -> None:
         self._state, self._index = state, index
@@ -523,9 +545,9 @@ class SISA:
         self._refuse_derived("forget")
         if request.is_empty():
             raise ValidationError("empty forget request; pass users=, interactions= or items=")
-        new, index, report = operations.apply_request(self._rt, self._state, self._index,
-                                                      request, request_id, batch, resolution)
-        self._install(new, index)
+        *_, report = operations.apply_request(self._rt, self._state, self._index, request,
+                                              request_id, batch, resolution,
+                                              install=self._install)  # at the manifest swap
         return report
 
     def _catch_up(self) -> None:

@@ -227,10 +227,10 @@ def finish_fit(cls: type[SISA], root: Path, *, device: str = "auto",
                 f"{exc}); fit the model again with overwrite=True") from exc
         self._durable.depth = 1
         try:
-            state, index, resumed = fit_run(self._rt, data, shard, slice_, journal=journal)
+            *_, resumed = fit_run(self._rt, data, shard, slice_, journal=journal,
+                                  install=self._install)  # installed at the manifest swap
         finally:
             self._durable.depth = 0
-    self._install(state, index)
     self.fit_resumed = resumed
     logger.warning("finished the interrupted fit of %s: %d slice checkpoint(s) reused, %d "
                    "trained", root, resumed["reused"], resumed["trained"])

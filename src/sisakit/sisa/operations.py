@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -47,8 +47,12 @@ def _finish(rt: Runtime, config: SISAConfig, state: RunState, tx: Transaction,
         time.perf_counter() - t0
 
 
+Install = Callable[[RunState, ShardIndex], None]
+
+
 def fit_run(rt: Runtime, data: Any, shard: np.ndarray, slice_: np.ndarray,
-            journal: Mapping[str, Any] | None = None) -> tuple[RunState, ShardIndex, dict]:
+            journal: Mapping[str, Any] | None = None, install: Install | None = None
+            ) -> tuple[RunState, ShardIndex, dict]:
     """Train and commit a new run (under the run lock), or resume an interrupted one.
 
     The new run's files carry a generation no file in the workdir uses yet, so an existing run
@@ -88,7 +92,7 @@ def fit_run(rt: Runtime, data: Any, shard: np.ndarray, slice_: np.ndarray,
         state = state.evolve(timings={"fit_seconds": seconds,
                                       "fit_cpu_seconds": time.process_time() - c0})
         repo.needs_sweep = True  # after the swap: delete the replaced run's files and leftovers
-        state = tx.commit(state, cfg, rt.determinism())
+        state = tx.commit(state, cfg, rt.determinism(), on_commit=_installer(install, index))
     repo.journal.remove()
     logger.info("fitted %d shards x %d slices in %.2fs", S, R, seconds)
     return state, index, resumed
@@ -118,8 +122,8 @@ def _start_fit(rt: Runtime, state: RunState, tx: Transaction,
     return starts
 
 
-def repartition_run(rt: Runtime, state: RunState, config: SISAConfig
-                    ) -> tuple[RunState, ShardIndex]:
+def repartition_run(rt: Runtime, state: RunState, config: SISAConfig,
+                    install: Install | None = None) -> tuple[RunState, ShardIndex]:
     """Reassign the remaining records with ``config`` (e.g. a new seed) and retrain every
     shard from scratch; the forget ledger, tombstones and history carry over."""
     t0, c0 = time.perf_counter(), time.process_time()
@@ -145,7 +149,8 @@ def repartition_run(rt: Runtime, state: RunState, config: SISAConfig
                                           "seconds": seconds}),
                 timings={**state.timings, "repartition_seconds": seconds,
                          "repartition_cpu_seconds": time.process_time() - c0})
-            new = tx.commit(new, config, rt.determinism(), shards=range(S), space=True)
+            new = tx.commit(new, config, rt.determinism(), shards=range(S), space=True,
+                            on_commit=_installer(install, index))
     except BaseException:
         bind_models(state)
         raise
@@ -156,7 +161,8 @@ def repartition_run(rt: Runtime, state: RunState, config: SISAConfig
 
 def forget_run(rt: Runtime, state: RunState, index: ShardIndex, plan: ForgetPlan,
                request: ForgetRequest, request_id: str | None = None,
-               batch: Sequence[str] | None = None) -> tuple[RunState, ShardIndex, ForgetReport]:
+               batch: Sequence[str] | None = None, install: Install | None = None
+               ) -> tuple[RunState, ShardIndex, ForgetReport]:
     """Apply a forget plan: retrain each touched shard from its earliest affected slice,
     refit the aggregator, commit. All or nothing."""
     t0, c0 = time.perf_counter(), time.process_time()
@@ -184,7 +190,7 @@ def forget_run(rt: Runtime, state: RunState, index: ShardIndex, plan: ForgetPlan
             new = new.evolve(forgotten=new.remembering(plan.resolution.hashes), history=(
                 *state.history, history_entry(request, report, request_id, g, batch)))
             new = tx.commit(new, cfg, rt.determinism(), shards=sorted(earliest),
-                            space=plan.space_changed)
+                            space=plan.space_changed, on_commit=_installer(install, new_index))
     except BaseException:
         bind_models(state)  # shards it did not retrain were rebound to the new data
         raise
@@ -196,7 +202,8 @@ def forget_run(rt: Runtime, state: RunState, index: ShardIndex, plan: ForgetPlan
 
 
 def apply_request(rt: Runtime, state: RunState, index: ShardIndex, request: ForgetRequest,
-                  request_id: str | None, batch: Sequence[str] | None, resolution: Any = None
+                  request_id: str | None, batch: Sequence[str] | None, resolution: Any = None,
+                  install: Install | None = None
                   ) -> tuple[RunState, ShardIndex, ForgetReport]:
     """Plan and apply one request (``resolution``: its resolution against ``state``, if the
     caller already has it)."""
@@ -204,7 +211,12 @@ def apply_request(rt: Runtime, state: RunState, index: ShardIndex, request: Forg
             resolution.data is not state.data:  # resolved against an older state
         resolution = resolve(state, request, state.digest)
     plan = plan_forget(state, resolution, rt.config.n_slices)
-    return forget_run(rt, state, index, plan, request, request_id, batch)
+    return forget_run(rt, state, index, plan, request, request_id, batch, install)
+
+
+def _installer(install: Install | None, index: ShardIndex) -> Callable[[RunState], None] | None:
+    """The transaction's on-commit hook: hand the committed state and its index to ``install``."""
+    return None if install is None else (lambda committed: install(committed, index))
 
 
 def _fill_report(report: ForgetReport, cfg: SISAConfig, new: RunState, plan: ForgetPlan,

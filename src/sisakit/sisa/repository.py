@@ -7,7 +7,7 @@ import contextlib
 import logging
 import platform
 import shutil
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -135,16 +135,20 @@ class Repository:
     # ------------------------------------------------------------------ the commit
     def commit(self, state: RunState, config: SISAConfig, determinism: Mapping[str, Any],
                files: dict[str, str], *, previous: Mapping[str, str],
-               shards: Iterable[int] = (), space: bool = False) -> RunState:
+               shards: Iterable[int] = (), space: bool = False,
+               on_swap: Callable[[RunState], None] | None = None) -> RunState:
         """Write the changed data files (their digests are added to ``files``), then swap the
         manifest (the atomic commit point), then delete what the new manifest no longer lists
-        (of ``previous``, the committed run's files). Returns the committed state."""
+        (of ``previous``, the committed run's files). ``on_swap(state)`` runs right after the
+        swap, before anything else can fail. Returns the committed state."""
         staged = files
         data_files = self.write_data(state, staged, shards, space)
         state = state.evolve(data_files=data_files)
         listed = state.listed_files()
         state = state.evolve(files={k: v for k, v in sorted(staged.items()) if k in listed})
         self.store.write_manifest(manifest_of(state, config, determinism))  # the commit point
+        if on_swap is not None:
+            on_swap(state)
         self.remove_superseded(set(previous) - set(state.files), state.files)
         return state
 

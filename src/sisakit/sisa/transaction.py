@@ -62,10 +62,18 @@ class Transaction:
             self.repo.store.remove_files((set(self.files) | self.planned) - set(self.base_files))
 
     def commit(self, state: RunState, config: SISAConfig, determinism: Mapping[str, Any], *,
-               shards: Iterable[int] = (), space: bool = False) -> RunState:
+               shards: Iterable[int] = (), space: bool = False,
+               on_commit: Callable[[RunState], None] | None = None) -> RunState:
         """Write the changed data files and swap the manifest: from here on the change is
-        durable. Returns the committed state (with its file list)."""
-        new = self.repo.commit(state, config, determinism, self.files, previous=self.base_files,
-                               shards=shards, space=space)
-        self.committed = True
-        return new
+        durable. ``on_commit(state)`` runs right after the swap (the caller installs the new
+        state there, so no later error can leave it holding the old one). Returns the
+        committed state (with its file list)."""
+
+        def swapped(committed: RunState) -> None:
+            self.committed = True  # from here on nothing staged may be removed
+            if on_commit is not None:
+                on_commit(committed)
+
+        return self.repo.commit(state, config, determinism, self.files,
+                                previous=self.base_files, shards=shards, space=space,
+                                on_swap=swapped)
