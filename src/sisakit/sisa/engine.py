@@ -138,7 +138,7 @@ class SISA:
     device = property(lambda self: self._rt.device, doc="The torch device of the run.")
     @property
     def progress(self) -> bool | None:
-        """Whether progress bars are shown (None: only on a terminal); assignable."""
+        """Whether progress bars are shown (None means only on a terminal); assignable."""
         return self._rt.progress
 
     @progress.setter
