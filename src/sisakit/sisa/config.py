@@ -79,11 +79,8 @@ class SISAConfig:
     threads_per_shard: int = 1
 
     def __post_init__(self) -> None:
-        for name, low, high in (("n_shards", 1, MAX_COUNT), ("n_slices", 1, MAX_COUNT),
-                                ("epochs", 1, MAX_STEPS), ("seed", 0, MAX_SEED),
-                                ("threads_per_shard", 1, MAX_THREADS)):
-            # stored as plain ints (a numpy integer is accepted, and the manifest is JSON)
-            object.__setattr__(self, name, check_int(name, getattr(self, name), low, high))
+        for name, value in check_counts(**{n: getattr(self, n) for n in _COUNTS}).items():
+            object.__setattr__(self, name, value)
 
     @property
     def stage_epochs(self) -> int:
@@ -145,6 +142,17 @@ class SISAConfig:
                     model_params=model_params, sharder_params=dict(self.sharder.params),
                     aggregator_params=dict(self.aggregator.params), device=device,
                     threads_per_shard=self.threads_per_shard)
+
+
+_COUNTS = {"n_shards": (1, MAX_COUNT), "n_slices": (1, MAX_COUNT), "epochs": (1, MAX_STEPS),
+           "seed": (0, MAX_SEED), "threads_per_shard": (1, MAX_THREADS)}
+
+
+def check_counts(**counts: Any) -> dict[str, int]:
+    """The run's counts (``n_shards``, ``n_slices``, ``epochs``, ``seed``,
+    ``threads_per_shard``) checked and as plain ints (numpy integers are accepted; the
+    manifest is JSON)."""
+    return {name: check_int(name, counts[name], *_COUNTS[name]) for name in _COUNTS}
 
 
 def comparable_config(cfg: Mapping[str, Any]) -> dict[str, Any]:

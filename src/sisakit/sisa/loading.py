@@ -97,10 +97,11 @@ def read_state(rt: Runtime, manifest: Mapping[str, Any]) -> RunState:
     ckpt = manifest["checkpoints"]
     if len(ckpt) != cfg.n_shards or any(len(c) != cfg.n_slices for c in ckpt):
         raise CheckpointError(f"{repo.root}: checkpoint list does not match the config")
-    for name in files:  # verify every listed file, not only the ones used below
+    aggregator, agg_file = rt.aggregator, manifest.get("aggregator_file")
+    loaded = data_files.names() | {c[-1] for c in ckpt} | {agg_file}  # verified as they load
+    for name in files.keys() - loaded:  # verify every other listed file too, read once each
         repo.store.read(name, files[name])
     models = tuple(rt.trainer.load_model(repo.store, c[-1], files[c[-1]]) for c in ckpt)
-    aggregator, agg_file = rt.aggregator, manifest.get("aggregator_file")
     if agg_file:
         aggregator = rt.aggregator.clone()
         aggregator.load_state_dict(repo.store.load_tensors(agg_file, files[agg_file]))

@@ -21,7 +21,7 @@ from ..errors import ValidationError
 from ..executors.base import Executor
 from ..models.base import ShardModel
 from ..sharders.base import Sharder
-from .config import ComponentSpec, SISAConfig
+from .config import ComponentSpec, SISAConfig, check_counts
 from .repository import Repository
 from .serving import ShardIndex, user_index
 from .state import RunState
@@ -92,7 +92,7 @@ def build_runtime(specs: Sequence[Any], params: Sequence[Any], counts: Mapping[s
                   device: Any, progress: Any, root: Path) -> Runtime:
     """Validate ``SISA``'s arguments and build its components (model, sharder, aggregator,
     executor: a registered name or an instance each, with its ``*_params``)."""
-    SISAConfig(*(ComponentSpec("-"),) * 3, **counts)  # the counts first: clear errors
+    counts = check_counts(**counts)  # before any component is built: the clearest error
     dev = resolve_device(device)
     progress = check_bool("progress", progress, none=True)
     checked = [check_params(f"{k}_params", p) for k, p in zip(KINDS, params, strict=True)]

@@ -3,6 +3,7 @@ change means keeping the old one."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -107,13 +108,19 @@ class RunState:
             out[kind] = old + tuple(h for h in new_hashes.get(kind, ()) if h not in seen)
         return out
 
-    def tombstoned(self) -> np.ndarray | None:
-        """Mask of the user indices whose raw id is a tombstone (None when there is none)."""
+    @functools.cached_property
+    def _tombstone_mask(self) -> np.ndarray | None:
         if not self.tombstones:
             return None
         dead = np.zeros(self.data.n_users, dtype=bool)
         dead[np.fromiter(self.tombstones.values(), dtype=np.int64)] = True
+        dead.flags.writeable = False
         return dead
+
+    def tombstoned(self) -> np.ndarray | None:
+        """Mask of the user indices whose raw id is a tombstone (None when there is none);
+        computed once per state (every id lookup needs it)."""
+        return self._tombstone_mask
 
     def live_user_ids(self) -> np.ndarray:
         """Raw ids of the users not forgotten (read-only), in index order."""
